@@ -1,0 +1,39 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both create and use .venv.
+# TORCH picks the torch wheel: the default is the CPU build that lies on this machine's disk; a GPU user can
+# override it, e.g. `make demo TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"`.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
+
+.PHONY: demo test test-all lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and alone, so nothing later can resolve it to a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m validation demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python -m validation bench solver
+
+clean:
+	rm -rf $(VENV) .numba_cache .pytest_cache .hypothesis

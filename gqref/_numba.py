@@ -1,0 +1,46 @@
+"""The one place that decides how gqref's kernels are compiled.
+
+Every kernel is written once in Numba-compatible Python. Helpers are marked :func:`jitable`: called from Python they
+are plain functions, called from a compiled kernel they are compiled inline. :func:`kernel` returns both versions of
+an entry point, so the same source runs compiled (for numba fields) or as plain Python (for any other callable).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+# A repo-local cache (ignored by git) unless the user chose one; must be set before numba is imported.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
+
+import numba
+from numba.core.registry import CPUDispatcher
+from numba.extending import register_jitable
+
+# IEEE semantics (no fastmath) so compiled and plain runs agree bit for bit; numpy's error model so a division
+# by zero gives inf (as the plain path does with numpy scalars) rather than raising inside a kernel.
+NUMBA_OPTIONS = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
+
+jitable = register_jitable
+
+
+class Kernel(NamedTuple):
+    python: Callable
+    compiled: Callable
+
+
+def kernel(source: Callable) -> Kernel:
+    """Both speeds of one kernel source."""
+    return Kernel(python=source, compiled=numba.njit(**NUMBA_OPTIONS)(source))
+
+
+def njit(function: Callable) -> Callable:
+    """Compile a user-facing numba function (vector fields, VJPs) with the project's options."""
+    return numba.njit(**NUMBA_OPTIONS)(function)
+
+
+def is_compiled(function: object) -> bool:
+    """True for a numba ``@njit`` function (which a compiled kernel can call)."""
+    return isinstance(function, CPUDispatcher)

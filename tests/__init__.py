@@ -1,0 +1,1 @@
+"""gq test suite."""
