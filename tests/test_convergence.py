@@ -85,7 +85,7 @@ def nonlinear(t, y, p):
 
 def reference(t_grid):
     sol = solve_ivp(lambda t, y: nonlinear(t, y, None), (0.0, t_grid[-1]), [1.0, 0.5], method="DOP853",
-                    rtol=1e-14, atol=1e-14, dense_output=True)
+                    rtol=3e-14, atol=1e-15, dense_output=True)
     return sol.sol(t_grid).T
 
 
