@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hashing: tableaux are singletons, and hashing Fractions is slow
 class Tableau:
     """An explicit Runge–Kutta tableau in exact rational arithmetic.
 
