@@ -41,6 +41,11 @@ def njit(function: Callable) -> Callable:
     return numba.njit(**NUMBA_OPTIONS)(function)
 
 
+def njit_closure(function: Callable) -> Callable:
+    """Compile a function built at run time around other compiled functions (numba cannot cache closures)."""
+    return numba.njit(**{**NUMBA_OPTIONS, "cache": False})(function)
+
+
 def is_compiled(function: object) -> bool:
     """True for a numba ``@njit`` function (which a compiled kernel can call)."""
     return isinstance(function, CPUDispatcher)

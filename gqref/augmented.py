@@ -1,0 +1,90 @@
+"""The backward dynamics of the adjoint methods, built once per field.
+
+With a(t) = ∂L/∂z(t), the adjoint runs backwards in time with da/dt = −aᵀ∂f/∂z. The continuous adjoint also
+integrates the parameter and time gradients, so its state is x = [adj_t (1), z (S), a (S), adj_p (P)] (torchdiffeq's
+order) with dx/dt = [−a·∂f/∂t, f, −aᵀ∂f/∂z, −aᵀ∂f/∂p]. GQ integrates only x = [z, a]. Both are built from the
+field's VJPs with the cotangent −a, as torchdiffeq does; compiled fields give compiled dynamics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import numpy as np
+
+from gqref._numba import njit, njit_closure
+from gqref.errors import InputError
+from gqref.field import VectorField
+
+
+def require_vjps(field: VectorField, roles: tuple[str, ...]) -> None:
+    missing = [role for role in roles if getattr(field, role) is None]
+    if missing:
+        raise InputError(f"this gradient method needs the field's {', '.join(missing)} (see gqref.VectorField)")
+
+
+@njit
+def _no_time_vjp(t, y, p, a):
+    return 0.0
+
+
+@cache
+def _compiled_dynamics(f, vjp_t, vjp_y, vjp_p, full: bool) -> Callable:
+    """One closure per (field, variant); numba resolves the captured functions at compile time."""
+    if full:
+        def dynamics(t, x, p):
+            n = (x.shape[0] - 1 - p.shape[0]) // 2
+            z = x[1:1 + n]
+            neg_a = -x[1 + n:1 + 2 * n]
+            out = np.empty_like(x)
+            out[0] = vjp_t(t, z, p, neg_a)
+            out[1:1 + n] = f(t, z, p)
+            out[1 + n:1 + 2 * n] = vjp_y(t, z, p, neg_a)
+            out[1 + 2 * n:] = vjp_p(t, z, p, neg_a)
+            return out
+    else:
+        def dynamics(t, x, p):
+            n = x.shape[0] // 2
+            z = x[:n]
+            out = np.empty_like(x)
+            out[:n] = f(t, z, p)
+            out[n:] = vjp_y(t, z, p, -x[n:])
+            return out
+    return njit_closure(dynamics)
+
+
+def _python_dynamics(field: VectorField, shape: tuple[int, ...], full: bool, time: bool) -> Callable:
+    n = int(np.prod(shape, dtype=np.int64))
+
+    def state(v):
+        return v.reshape(shape)
+
+    def flat(v):
+        return np.asarray(v).reshape(-1)
+
+    if full:
+        def dynamics(t, x, p):
+            z, neg_a = state(x[1:1 + n]), state(-x[1 + n:1 + 2 * n])
+            vjp_t = field.vjp_t(t, z, p, neg_a) if time else 0.0
+            return np.concatenate([[vjp_t], flat(field.f(t, z, p)),
+                                   flat(field.vjp_y(t, z, p, neg_a)), flat(field.vjp_p(t, z, p, neg_a))])
+    else:
+        def dynamics(t, x, p):
+            z, neg_a = state(x[:n]), state(-x[n:])
+            return np.concatenate([flat(field.f(t, z, p)), flat(field.vjp_y(t, z, p, neg_a))])
+    return dynamics
+
+
+def backward_dynamics(field: VectorField, shape: tuple[int, ...], full: bool, time: bool = True) -> VectorField:
+    """The adjoint's augmented dynamics (``full``) or GQ's [z, a] dynamics, as a field on the flat state.
+
+    Without ``time`` the adjoint's adj_t stays 0, as in torchdiffeq when t does not require a gradient.
+    """
+    require_vjps(field, (("vjp_t",) if time else ()) + ("vjp_y", "vjp_p") if full else ("vjp_y",))
+    if field.compiled:
+        vjp_t = field.vjp_t if time else _no_time_vjp
+        f = _compiled_dynamics(field.f, vjp_t, field.vjp_y, field.vjp_p, full)
+    else:
+        f = _python_dynamics(field, shape, full, time)
+    return VectorField(f=f, name=f"{'adjoint' if full else 'gq'}-backward({field.name})")

@@ -1,0 +1,198 @@
+"""The exact derivative of the discrete solve with its accepted steps frozen ("discretise, then optimise").
+
+This is what direct backpropagation through the solver computes when step sizes are not differentiated (as in
+diffrax and gqtorch): the solution map is a fixed composition of Dormand–Prince steps of the recorded sizes,
+starting at t_0 and ending with the dense output at each output time. :func:`replay` evaluates that map in any
+dtype (complex too, for complex-step checks); :func:`discrete_gradient` is its hand-written reverse mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gqref.augmented import require_vjps
+from gqref.field import VectorField
+from gqref.interp import fit_matrix
+from gqref.solve import Solution
+from gqref.tableau import DOPRI5, float_tableau
+
+TABLEAU = float_tableau(DOPRI5)
+FIT = fit_matrix()
+N_STAGES = TABLEAU.c.shape[0]
+
+
+@dataclass(frozen=True)
+class FrozenSteps:
+    """The discrete map of a forward solve: step sizes in the solver's time s = direction·t, and which step's
+    dense output serves each output time."""
+
+    direction: float
+    sizes: np.ndarray
+    owner: np.ndarray  # owner[i] = index of the step whose dense output gives output i (i ≥ 1)
+
+    @classmethod
+    def of(cls, forward: Solution) -> FrozenSteps:
+        t = forward.ts
+        direction = 1.0 if len(t) < 2 or t[-1] > t[0] else -1.0
+        sizes = np.abs(forward.steps.hs)
+        ends = _step_starts(direction * t[0], sizes)[1:]
+        owner = np.array([0] + [int(np.argmax(ends >= direction * ti)) for ti in t[1:]], dtype=np.int64)
+        return cls(direction=direction, sizes=sizes, owner=owner)
+
+
+def _step_starts(s0, sizes):
+    """s_0, s_0 + h_0, … accumulated one addition at a time, exactly as the solver advances."""
+    starts = [s0]
+    for h in sizes:
+        starts.append(starts[-1] + h)
+    return np.array(starts)
+
+
+def _flat(field: VectorField, shape: tuple[int, ...]) -> tuple[Callable, ...]:
+    """The field's functions on flat states (compiled fields already are)."""
+    if field.compiled:
+        return field.f, field.vjp_t, field.vjp_y, field.vjp_p
+
+    def f(t, y, p):
+        return np.asarray(field.f(t, y.reshape(shape), p)).reshape(-1)
+
+    def vjp_t(t, y, p, a):
+        return field.vjp_t(t, y.reshape(shape), p, a.reshape(shape))
+
+    def vjp_y(t, y, p, a):
+        return np.asarray(field.vjp_y(t, y.reshape(shape), p, a.reshape(shape))).reshape(-1)
+
+    def vjp_p(t, y, p, a):
+        return np.asarray(field.vjp_p(t, y.reshape(shape), p, a.reshape(shape)))
+
+    return f, vjp_t, vjp_y, vjp_p
+
+
+def _stage_time(s, h, j):
+    return s + h if TABLEAU.c[j] == 1.0 else s + TABLEAU.c[j] * h
+
+
+def _run(f, params, y0, s_out, plan: FrozenSteps, keep: bool):
+    """The frozen-step forward map; with ``keep`` also every step's stage inputs and slopes."""
+    d = plan.direction
+    y = y0.copy()
+    dtype = np.result_type(y0.dtype, params.dtype, s_out.dtype)
+    k = np.empty((N_STAGES, y.size), dtype=dtype)
+    k[0] = d * f(d * s_out[0], y, params)
+    outputs = np.empty((len(s_out), y.size), dtype=dtype)
+    outputs[0] = y
+    starts = _step_starts(s_out[0], plan.sizes)
+    stored = []
+    for m, h in enumerate(plan.sizes):
+        s = starts[m]
+        stage_inputs = np.empty_like(k)
+        stage_inputs[0] = y
+        for j in range(1, N_STAGES):
+            stage_inputs[j] = y + (k[:j].T * (TABLEAU.a[j, :j] * h)).sum(axis=1)
+            k[j] = d * f(d * _stage_time(s, h, j), stage_inputs[j], params)
+        y1 = stage_inputs[-1]
+        for i in np.flatnonzero(plan.owner == m):
+            if i == 0:
+                continue
+            coeffs = _dense_coefficients(y, y1, k, h)
+            x = (s_out[i] - s) / (starts[m + 1] - s)
+            outputs[i] = sum(x**power * coeffs[power] for power in range(5))
+        if keep:
+            stored.append((stage_inputs, k.copy()))
+        y = y1.copy()
+        k[0] = k[-1]
+    return outputs, starts, stored
+
+
+def _dense_coefficients(y0, y1, k, h):
+    y_mid = y0 + (k.T * (TABLEAU.b_mid * h)).sum(axis=1)
+    basis = np.stack([y0, y1, y_mid, h * k[0], h * k[-1]])
+    return FIT @ basis
+
+
+def replay(field: VectorField, y0, t, params, plan: FrozenSteps) -> np.ndarray:
+    """The frozen-step solution at the output times ``t`` (any dtype, complex included)."""
+    y0 = np.asarray(y0)
+    t = np.asarray(t)
+    params = np.asarray(params)
+    f = _flat(field, y0.shape)[0]
+    outputs, _, _ = _run(f, params, y0.reshape(-1), plan.direction * t, plan, keep=False)
+    return outputs.reshape((len(t), *y0.shape))
+
+
+def discrete_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
+                      t_grad: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """(dL/dy0, dL/dparams, dL/dt or None, counters): reverse mode through the frozen steps."""
+    require_vjps(field, ("vjp_y", "vjp_p") + (("vjp_t",) if t_grad else ()))
+    shape = forward.ys.shape[1:]
+    f, vjp_t, vjp_y, vjp_p = _flat(field, shape)
+    plan = FrozenSteps.of(forward)
+    d = plan.direction
+    s_out = d * forward.ts
+    cot = dL_dy.reshape(len(s_out), -1)
+    _, starts, stored = _run(f, params, forward.ys[0].reshape(-1), s_out, plan, keep=True)
+
+    def pull(s, y, k_bar):
+        """Cotangents of F(s, y) = d·f(d·s, y) for the slope cotangent k_bar: (y, params, s)."""
+        y_bar = np.asarray(vjp_y(d * s, y, params, d * k_bar))
+        p_bar = np.asarray(vjp_p(d * s, y, params, d * k_bar))
+        s_bar = float(vjp_t(d * s, y, params, k_bar)) if t_grad else 0.0
+        return y_bar, p_bar, s_bar
+
+    y_bar_next = np.zeros(cot.shape[1])  # cotangent of the state at the end of the current step
+    k_bar_next = np.zeros(cot.shape[1])  # cotangent of the next step's first slope (FSAL: this step's last)
+    p_bar = np.zeros(params.size)
+    s_out_bar = np.zeros(len(s_out))
+    s0_bar = 0.0
+    nfe = 0
+    for m in range(len(plan.sizes) - 1, -1, -1):
+        h = plan.sizes[m]
+        s = starts[m]
+        stage_inputs, k = stored[m]
+        y = stage_inputs[0]
+        k_bar = np.zeros_like(k)
+        k_bar[-1] = k_bar_next
+        stage_bar = np.zeros_like(stage_inputs)
+        stage_bar[-1] = y_bar_next  # y1 is the last stage's input
+        y_bar = np.zeros_like(y)
+        s_bar = 0.0
+        for i in np.flatnonzero(plan.owner == m):
+            if i == 0:
+                continue
+            coeffs = _dense_coefficients(y, stage_inputs[-1], k, h)
+            width = starts[m + 1] - s
+            x = (s_out[i] - s) / width
+            basis_bar = FIT.T @ np.array([x**power * cot[i] for power in range(5)])
+            y_bar += basis_bar[0] + basis_bar[2]
+            stage_bar[-1] += basis_bar[1]
+            k_bar += np.outer(TABLEAU.b_mid * h, basis_bar[2])
+            k_bar[0] += h * basis_bar[3]
+            k_bar[-1] += h * basis_bar[4]
+            x_bar = sum(power * x ** (power - 1) * np.vdot(coeffs[power], cot[i]) for power in range(1, 5))
+            s_out_bar[i] += x_bar / width
+            s_bar -= x_bar / width
+        for j in range(N_STAGES - 1, 0, -1):
+            dy, dp, ds = pull(_stage_time(s, h, j), stage_inputs[j], k_bar[j])
+            nfe += 1
+            stage_bar[j] += dy
+            p_bar += dp
+            s_bar += ds
+            y_bar += stage_bar[j]
+            k_bar[:j] += np.outer(TABLEAU.a[j, :j] * h, stage_bar[j])
+        s0_bar += s_bar  # every step start is s_0 plus frozen sizes
+        y_bar_next = y_bar
+        k_bar_next = k_bar[0]
+    dy, dp, ds = pull(s_out[0], forward.ys[0].reshape(-1), k_bar_next)  # the first slope f(t_0, y_0)
+    nfe += 1
+    y0_bar = y_bar_next + dy + cot[0]
+    p_bar += dp
+    s0_bar += ds
+    dL_dt = None
+    if t_grad:
+        s_out_bar[0] += s0_bar
+        dL_dt = d * s_out_bar
+    counters = {"nfe_backward": nfe, "steps_backward": len(plan.sizes)}
+    return y0_bar.reshape(shape), p_bar, dL_dt, counters
