@@ -32,8 +32,13 @@ class Kernel(NamedTuple):
 
 
 def kernel(source: Callable) -> Kernel:
-    """Both speeds of one kernel source."""
-    return Kernel(python=source, compiled=numba.njit(**NUMBA_OPTIONS)(source))
+    """Both speeds of one kernel source.
+
+    Kernels take the field's compiled function as an argument, and numba keys its on-disk cache on that function's
+    identity (an address that changes every process), so caching a kernel never hits and only fills the cache
+    directory: kernels compile once per process and field instead (seconds); fields themselves are cached.
+    """
+    return Kernel(python=source, compiled=numba.njit(**{**NUMBA_OPTIONS, "cache": False})(source))
 
 
 def njit(function: Callable) -> Callable:

@@ -1,0 +1,1 @@
+"""Validation of gq against scipy and torchdiffeq: benchmarks and the demo (``python -m validation <command>``)."""

@@ -1,0 +1,37 @@
+"""``python -m validation <command>``.
+
+Each command is one module defining ``HELP``, ``configure(parser)`` and ``main(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> module; add a command by adding a module with the same three names.
+COMMANDS: dict[str, str] = {
+    "bench": "validation.bench",
+    "demo": "validation.demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per command."""
+    parser = argparse.ArgumentParser(prog="python -m validation", description="Validate gq: benchmarks and the demo.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(sub)
+        sub.set_defaults(handler=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""``bench solver``: gqref's compiled dopri5 against scipy's RK45 and torchdiffeq's dopri5 on small ODEs.
+
+Each solver is timed end to end (one call from y0 to the final time) after an untimed warm-up. The solvers run
+interleaved round-robin, so drifts in machine load hit all of them alike, in a freshly shuffled (seeded) order each
+round, so no solver always runs right after the same other one: a compiled solve right after a long pure-Python one
+runs measurably slower (cold caches), and right after a torchdiffeq solve its first allocations can cost milliseconds
+(glibc consolidating the many small blocks torch freed). The garbage collector is off during the timed calls. Medians
+are reported. Answers are compared with a tight scipy DOP853 reference (or a closed form, where the caller gives one).
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchdiffeq
+from scipy.integrate import solve_ivp
+from tqdm import tqdm
+
+import gqref
+from validation.problems_bench import PROBLEMS, Problem, check_twins, numpy_rhs
+from validation.results import environment, write_json_atomic
+
+BASELINE = "scipy_rk45"
+REFERENCE_TOL = 1e-13
+QUICK_REPEATS = 3
+METHOD_LABELS = {
+    "gqref": "gqref dopri5 (torchdiffeq control)",
+    "gqref_scipy": "gqref dopri5 (scipy control)",
+    "scipy_rk45": "scipy RK45",
+    "torchdiffeq": "torchdiffeq dopri5",
+}
+# (gqref method, the library it reproduces): their final states should agree far below the tolerance.
+TWINS = (("gqref", "torchdiffeq"), ("gqref_scipy", "scipy_rk45"))
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one solve produced: the final state and the solver's counters."""
+
+    y: np.ndarray
+    nfe: int
+    n_accepted: int
+    n_rejected: int
+
+
+Solver = Callable[[], Run]
+
+
+def gqref_solver(problem: Problem, controller: str = "torchdiffeq") -> Solver:
+    """gqref's compiled dopri5 with the given step-size controller."""
+    t = np.array(problem.t_span)
+
+    def solve() -> Run:
+        sol = gqref.solve(problem.field, problem.y0, t, problem.params, rtol=problem.rtol, atol=problem.atol,
+                          controller=controller)
+        return Run(sol.ys[-1], sol.stats.nfe, sol.stats.n_accepted, sol.stats.n_rejected)
+
+    return solve
+
+
+def scipy_solver(problem: Problem, method: str = "RK45", rtol: float | None = None,
+                 atol: float | None = None) -> Solver:
+    """``scipy.integrate.solve_ivp`` on the numpy twin (the problem's tolerances unless given)."""
+    f = numpy_rhs(problem)
+    rtol = problem.rtol if rtol is None else rtol
+    atol = problem.atol if atol is None else atol
+
+    def solve() -> Run:
+        sol = solve_ivp(f, problem.t_span, problem.y0, method=method, rtol=rtol, atol=atol)
+        if sol.status != 0:
+            raise RuntimeError(f"solve_ivp {method} failed on {problem.name}: {sol.message}")
+        n_accepted = sol.t.size - 1
+        # RK45 spends 2 evaluations on the start (f0, initial step) and 6 on every attempted step.
+        n_rejected = (sol.nfev - 2) // 6 - n_accepted if method == "RK45" else -1
+        return Run(sol.y[:, -1].copy(), int(sol.nfev), n_accepted, n_rejected)
+
+    return solve
+
+
+class _CountingField:
+    """The torch twin as torchdiffeq's ``func``, counting evaluations and (through its callbacks) steps."""
+
+    def __init__(self, problem: Problem):
+        self.rhs = problem.rhs
+        self.params = torch.as_tensor(problem.params, dtype=torch.float64)
+        self.nfe = self.n_accepted = self.n_rejected = 0
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return self.rhs(t, y, self.params, torch.stack)
+
+    def callback_accept_step(self, t0, y0, dt) -> None:
+        self.n_accepted += 1
+
+    def callback_reject_step(self, t0, y0, dt) -> None:
+        self.n_rejected += 1
+
+
+def torchdiffeq_solver(problem: Problem) -> Solver:
+    """``torchdiffeq.odeint`` dopri5 in float64 on the torch twin."""
+    y0 = torch.as_tensor(problem.y0, dtype=torch.float64)
+    t = torch.tensor(problem.t_span, dtype=torch.float64)
+
+    def solve() -> Run:
+        func = _CountingField(problem)
+        with torch.no_grad():
+            ys = torchdiffeq.odeint(func, y0, t, rtol=problem.rtol, atol=problem.atol, method="dopri5")
+        return Run(ys[-1].numpy().copy(), func.nfe, func.n_accepted, func.n_rejected)
+
+    return solve
+
+
+SOLVERS: dict[str, Callable[[Problem], Solver]] = {
+    "gqref": gqref_solver,
+    "gqref_scipy": partial(gqref_solver, controller="scipy"),
+    "scipy_rk45": scipy_solver,
+    "torchdiffeq": torchdiffeq_solver,
+}
+
+
+def tight_reference(problem: Problem) -> tuple[np.ndarray, str]:
+    """(final state, description) from scipy DOP853 at rtol = atol = 1e-13."""
+    run = scipy_solver(problem, "DOP853", REFERENCE_TOL, REFERENCE_TOL)()
+    return run.y, f"scipy DOP853, rtol = atol = {REFERENCE_TOL:g}"
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on ``n`` threads inside the block (the other solvers are single-threaded too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class MethodResult:
+    method: str
+    label: str
+    median_s: float
+    times_s: list[float]
+    speedup_vs_baseline: float | None  # baseline median / this median
+    nfe: int
+    n_accepted: int
+    n_rejected: int
+    final_state: list[float]
+    max_abs_err: float
+
+
+@dataclass
+class ProblemResult:
+    name: str
+    title: str
+    rtol: float
+    atol: float
+    t_span: tuple[float, float]
+    compile_s: float | None  # gqref's first call: JIT compile of the field and the kernel
+    reference: str
+    reference_state: list[float]
+    methods: dict[str, MethodResult] = field(default_factory=dict)
+    agreement: dict[str, float] = field(default_factory=dict)  # "a vs b" -> max |final_a − final_b|
+
+
+def _log(message: str) -> None:
+    sys.stdout.flush()
+    print(message, file=sys.stderr, flush=True)
+
+
+def compile_gqref(problem: Problem) -> float:
+    """Seconds for gqref's first solve of ``problem`` (numba compiles the field and the kernel for it)."""
+    start = time.perf_counter()
+    gqref_solver(problem)()
+    return time.perf_counter() - start
+
+
+def time_interleaved(solvers: dict[Any, Solver], repeats: int, progress: bool = True,
+                     seed: int = 0) -> dict[Any, list[float]]:
+    """Wall times of ``repeats`` calls of every solver: one call of each per round, in a shuffled order.
+
+    As in :mod:`timeit`, the garbage collector is off during the calls (it collects, untimed, before each round),
+    so a collection of one solver's garbage never lands in another's time.
+    """
+    times: dict[Any, list[float]] = {key: [] for key in solvers}
+    keys = list(solvers)
+    rng = random.Random(seed)
+    sys.stdout.flush()  # keep printed output ahead of the progress bar
+    gc_was_enabled = gc.isenabled()
+    try:
+        for _ in tqdm(range(repeats), desc="rounds", unit="round", file=sys.stderr, disable=not progress):
+            gc.enable()
+            gc.collect()
+            gc.disable()
+            rng.shuffle(keys)
+            for key in keys:
+                start = time.perf_counter()
+                solvers[key]()
+                times[key].append(time.perf_counter() - start)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times
+
+
+def benchmark(
+    problems: Sequence[Problem],
+    methods: Sequence[str] = tuple(SOLVERS),
+    repeats: int = 20,
+    reference: Callable[[Problem], tuple[np.ndarray, str]] = tight_reference,
+    progress: bool = True,
+) -> list[ProblemResult]:
+    """Compile, warm up, then time every (problem, method) interleaved; one :class:`ProblemResult` per problem."""
+    unknown = set(methods) - set(SOLVERS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(SOLVERS)}")
+    results = []
+    solvers: dict[tuple[str, str], Solver] = {}
+    with torch_threads(1):
+        for problem in problems:
+            compile_s = None
+            if any(m.startswith("gqref") for m in methods):
+                _log(f"compiling gqref for {problem.name} (first call) …")
+                compile_s = compile_gqref(problem)
+            check_twins(problem)
+            ref_state, ref_label = reference(problem)
+            results.append(ProblemResult(problem.name, problem.title, problem.rtol, problem.atol, problem.t_span,
+                                         compile_s, ref_label, ref_state.tolist()))
+            for method in methods:
+                solvers[problem.name, method] = SOLVERS[method](problem)
+        runs = {key: solve() for key, solve in solvers.items()}  # untimed warm-up; also the answers and counters
+        times = time_interleaved(solvers, repeats, progress)
+
+    for result in results:
+        ref_state = np.asarray(result.reference_state)
+        medians = {m: float(np.median(times[result.name, m])) for m in methods}
+        for method in methods:
+            run = runs[result.name, method]
+            speedup = medians[BASELINE] / medians[method] if BASELINE in medians else None
+            result.methods[method] = MethodResult(
+                method, METHOD_LABELS[method], medians[method], times[result.name, method], speedup, run.nfe,
+                run.n_accepted, run.n_rejected, run.y.tolist(), float(np.max(np.abs(run.y - ref_state))))
+        for a, b in TWINS:
+            if a in methods and b in methods:
+                diff = np.max(np.abs(runs[result.name, a].y - runs[result.name, b].y))
+                result.agreement[f"{a} vs {b}"] = float(diff)
+    return results
+
+
+def _format_time(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1.0 else f"{seconds:.3g} s"
+
+
+def format_table(result: ProblemResult) -> str:
+    """A markdown section for one problem: the timing/accuracy table and the agreement of the reproductions."""
+    lines = [
+        f"### {result.title}",
+        "",
+        f"rtol = {result.rtol:g}, atol = {result.atol:g}; error against {result.reference}."
+        + ("" if result.compile_s is None else f" gqref first call (JIT compile): {result.compile_s:.2f} s."),
+        "",
+        f"| method | median time | speed-up vs {METHOD_LABELS[BASELINE]} | NFE | accepted | rejected "
+        "| max abs err vs reference |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in result.methods.values():
+        speedup = "—" if m.speedup_vs_baseline is None else f"{m.speedup_vs_baseline:.3g}×"
+        rejected = "—" if m.n_rejected < 0 else str(m.n_rejected)
+        lines.append(f"| {m.label} | {_format_time(m.median_s)} | {speedup} | {m.nfe} | {m.n_accepted} | {rejected} "
+                     f"| {m.max_abs_err:.2e} |")
+    if result.agreement:
+        lines.append("")
+        lines.append("Final states, max abs difference: " + "; ".join(
+            f"{METHOD_LABELS[pair.split(' vs ')[0]]} vs {METHOD_LABELS[pair.split(' vs ')[1]]}: {diff:.2e}"
+            for pair, diff in result.agreement.items()))
+    return "\n".join(lines)
+
+
+def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_solver.json")) -> int:
+    """The ``bench solver`` command: every problem, every method; print tables and write JSON to ``out``."""
+    if quick:
+        repeats = min(repeats, QUICK_REPEATS)
+    env = environment()
+    print("## Solver benchmark: gqref (compiled) vs scipy RK45 vs torchdiffeq dopri5\n")
+    print(f"{repeats} interleaved rounds (shuffled order), medians; torch on 1 thread.")
+    print(f"{env['platform']}; Python {env['python']}, "
+          + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + "\n")
+    results = benchmark(list(PROBLEMS.values()), repeats=repeats)
+    for result in results:
+        print(format_table(result) + "\n")
+    write_json_atomic(out, {
+        "benchmark": "solver",
+        "settings": {"repeats": repeats, "quick": quick, "baseline": BASELINE, "torch_threads": 1},
+        "environment": env,
+        "problems": [_as_json(result) for result in results],
+    })
+    print(f"results written to {out}")
+    return 0
+
+
+def _as_json(result: ProblemResult) -> dict[str, Any]:
+    data = dict(vars(result))
+    data["methods"] = {name: dict(vars(m)) for name, m in result.methods.items()}
+    return data
