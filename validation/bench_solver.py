@@ -188,10 +188,12 @@ def compile_gqref(problem: Problem) -> float:
 
 def time_interleaved(solvers: dict[Any, Solver], repeats: int, progress: bool = True,
                      seed: int = 0) -> dict[Any, list[float]]:
-    """Wall times of ``repeats`` calls of every solver: one call of each per round, in a shuffled order.
+    """Wall times of ``repeats`` calls of every solver: one timed call of each per round, in a shuffled order.
 
-    As in :mod:`timeit`, the garbage collector is off during the calls (it collects, untimed, before each round),
-    so a collection of one solver's garbage never lands in another's time.
+    Each timed call follows one untimed call of the same solver, so it measures a solver in steady state rather
+    than the cache and allocator state the previous solver left (see the module docstring), while the rounds still
+    interleave the solvers against drifts in machine load. As in :mod:`timeit`, the garbage collector is off
+    during the calls (it collects, untimed, before each round).
     """
     times: dict[Any, list[float]] = {key: [] for key in solvers}
     keys = list(solvers)
@@ -205,6 +207,7 @@ def time_interleaved(solvers: dict[Any, Solver], repeats: int, progress: bool = 
             gc.disable()
             rng.shuffle(keys)
             for key in keys:
+                solvers[key]()  # untimed: settle caches and allocator for this solver
                 start = time.perf_counter()
                 solvers[key]()
                 times[key].append(time.perf_counter() - start)
