@@ -10,6 +10,7 @@ HELP = "time gq against scipy and torchdiffeq"
 # benchmark name -> module with run(repeats, quick, out) -> int
 BENCHMARKS: dict[str, str] = {
     "solver": "validation.bench_solver",
+    "gradients": "validation.bench_gradients",
 }
 DEFAULT_REPEATS = 20
 
