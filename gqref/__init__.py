@@ -1,6 +1,12 @@
-"""gqref — the NumPy/SciPy/Numba reference implementation of gq: a correctness oracle for ODE solvers and gradients."""
+"""gqref — the NumPy/SciPy/Numba reference implementation of gq: a correctness oracle for ODE solvers and gradients.
 
+``gqref.strategies`` (hypothesis strategies for problems, grids, tolerances) is imported on its own, since it needs
+hypothesis.
+"""
+
+from gqref import problems
 from gqref._numba import njit
+from gqref.check import GradientReport, check_gradient
 from gqref.controller import CONTROLLERS, Controller, ErrorNorm
 from gqref.errors import (
     GQError,
@@ -11,6 +17,8 @@ from gqref.errors import (
     StepSizeUnderflowError,
 )
 from gqref.field import VectorField
+from gqref.gradient import GRADIENT_METHODS, Diagnostics, Gradient, gradient
+from gqref.quadrature import gauss_legendre, node_count
 from gqref.solve import METHODS, Solution, Stats, Steps, solve
 from gqref.tableau import DOPRI5, DOPRI5_SCIPY, EULER, MIDPOINT, RK4, Tableau
 
@@ -19,12 +27,16 @@ __all__ = [
     "DOPRI5",
     "DOPRI5_SCIPY",
     "EULER",
+    "GRADIENT_METHODS",
     "METHODS",
     "MIDPOINT",
     "RK4",
     "Controller",
+    "Diagnostics",
     "ErrorNorm",
     "GQError",
+    "Gradient",
+    "GradientReport",
     "InputError",
     "MaxStepsExceededError",
     "NonFiniteFieldError",
@@ -35,6 +47,11 @@ __all__ = [
     "Steps",
     "Tableau",
     "VectorField",
+    "check_gradient",
+    "gauss_legendre",
+    "gradient",
     "njit",
+    "node_count",
+    "problems",
     "solve",
 ]

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gqref
+from gqref.strategies import stable_matrices, time_grids, tolerances, vectors
 from tests.fields import linear, pack_linear, van_der_pol
-from tests.strategies_local import stable_matrices, time_grids, tolerances, vectors
 
 
 def both(field, *args, **kwargs):

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gqref
+from gqref.strategies import stable_matrices, time_grids, vectors
 from tests.fields import decay_oscillator, linear, pack_linear
-from tests.strategies_local import stable_matrices, time_grids, vectors
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 from scipy.linalg import expm
 
 import gqref
+from gqref.strategies import stable_matrices, time_grids, tolerances, vectors
 from tests.fields import linear, linear_py, pack_linear
-from tests.strategies_local import stable_matrices, time_grids, tolerances, vectors
 
 
 def exact_linear(a, b, y0, t):
