@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gqref._numba import jitable, kernel
+from gqref._numba import kernel
 from gqref.controller import (
     SCIPY,
     SCIPY_MIN_STEP_ULPS,
@@ -23,17 +23,6 @@ from gqref.errors import MAX_STEPS_EXCEEDED, NONFINITE_FIELD, STEP_SIZE_UNDERFLO
 from gqref.field import all_finite, evaluate
 from gqref.interp import interp_evaluate, interp_fit
 from gqref.records import INITIAL_RECORD_ROWS, ensure_rows
-
-
-@jitable
-def _record(steps_ts, steps_ys, count, t1, dt, ratio, y1):
-    steps_ts = ensure_rows(steps_ts, count + 1)
-    steps_ys = ensure_rows(steps_ys, count + 1)
-    steps_ts[count, 0] = t1
-    steps_ts[count, 1] = dt
-    steps_ts[count, 2] = ratio
-    steps_ys[count] = y1
-    return steps_ts, steps_ys
 
 
 def integrate_adaptive(f, p, y0, s_out, direction, rtol, atol, norm_kind, block_id, n_blocks, kind, safety,
@@ -82,8 +71,8 @@ def integrate_adaptive(f, p, y0, s_out, direction, rtol, atol, norm_kind, block_
     t_lo = s_start
     t_hi = s_start
     rejected_before = False  # within the current step (scipy caps growth right after a rejection)
-    for i in range(1, n_out):
-        target = s_out[i]
+    for out_index in range(1, n_out):
+        target = s_out[out_index]
         while target > t_hi:
             if n_accepted + n_rejected >= max_steps:
                 return MAX_STEPS_EXCEEDED, t_hi, ys, steps_ts[:n_accepted], steps_ys[:n_accepted], nfe, \
@@ -115,17 +104,25 @@ def integrate_adaptive(f, p, y0, s_out, direction, rtol, atol, norm_kind, block_
                 t_next = s_end if kind == SCIPY and clipped else t_hi + dt
                 combine(y_mid, y, k, b_mid, n_stages, dt)
                 interp_fit(coeffs, fit, y, y1, y_mid, k[0], k[n_stages - 1], dt)
-                steps_ts, steps_ys = _record(steps_ts, steps_ys, n_accepted, t_next, dt, ratio, y1)
+                if n_accepted == steps_ts.shape[0]:  # grow in place of a helper: returning arrays costs refcounts
+                    steps_ts = ensure_rows(steps_ts, 2 * n_accepted)
+                    steps_ys = ensure_rows(steps_ys, 2 * n_accepted)
+                steps_ts[n_accepted, 0] = t_next
+                steps_ts[n_accepted, 1] = dt
+                steps_ts[n_accepted, 2] = ratio
+                for m in range(n):
+                    steps_ys[n_accepted, m] = y1[m]
                 n_accepted += 1
                 t_lo = t_hi
                 t_hi = t_next
-                y[:] = y1
-                k[0] = k[n_stages - 1]
+                for m in range(n):
+                    y[m] = y1[m]
+                    k[0, m] = k[n_stages - 1, m]  # FSAL: the last slope is the next step's first
             else:
                 n_rejected += 1
             dt = next_step(kind, dt, ratio, accepted, rejected_before, safety, ifactor, dfactor, order_low)
             rejected_before = False if accepted else True
-        interp_evaluate(coeffs, t_lo, t_hi, target, ys[i])
+        interp_evaluate(coeffs, t_lo, t_hi, target, ys[out_index])
     return SUCCESS, t_hi, ys, steps_ts[:n_accepted], steps_ys[:n_accepted], nfe, n_accepted, n_rejected
 
 

@@ -53,17 +53,16 @@ class Solution:
 
 
 def _times(t) -> tuple[np.ndarray, float]:
-    t = np.asarray(t, dtype=np.float64) if not isinstance(t, np.ndarray) or t.dtype != np.float64 else t
+    t = np.array(t, dtype=np.float64)  # a copy: the caller's array is never aliased
     if t.ndim != 1 or t.size < 1:
         raise InputError(f"t must be a 1-D array of at least one time, got shape {t.shape}")
-    if not np.all(np.isfinite(t)):
-        raise InputError(f"t must be finite; t[{int(np.argmin(np.isfinite(t)))}] is not")
-    if t.size == 1:
-        return t.copy(), 1.0
-    steps = np.diff(t)
-    if np.all(steps > 0):
-        return t.copy(), 1.0
-    if np.all(steps < 0):
+    finite = np.isfinite(t)
+    if not finite.all():
+        raise InputError(f"t must be finite; t[{int(np.argmin(finite))}] is not")
+    steps = t[1:] - t[:-1]
+    if (steps > 0).all():
+        return t, 1.0
+    if (steps < 0).all():
         return -t, -1.0
     bad = int(np.argmin(steps > 0)) if steps[0] > 0 else int(np.argmin(steps < 0))
     raise InputError(
@@ -93,9 +92,9 @@ def _positive(name: str, value, allow_none: bool = False):
     return float(value)
 
 
-def _atol(atol, shape) -> np.ndarray:
+def _atol(atol, shape: tuple[int, ...], size: int) -> np.ndarray:
     if np.ndim(atol) == 0:
-        return np.full(int(np.prod(shape)), _positive("atol", atol))
+        return np.full(size, _positive("atol", atol))
     atol = np.asarray(atol, dtype=np.float64)
     try:
         atol = np.broadcast_to(atol, shape)
@@ -155,12 +154,12 @@ def solve(
     field = as_field(field)
     if method not in METHODS:
         raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
-    t_given = np.asarray(t, dtype=np.float64)
     s_out, direction = _times(t)
+    t_given = direction * s_out
     y0 = _state(y0)
     params = _params(params)
     rtol = _positive("rtol", rtol)
-    atol_vec = _atol(atol, y0.shape)
+    atol_vec = _atol(atol, y0.shape, y0.size)
     if not isinstance(max_steps, numbers.Integral) or isinstance(max_steps, bool) or max_steps < 1:
         raise InputError(f"max_steps must be a positive integer, got {max_steps!r}")
     f, variant = prepare_field(field, y0, float(t_given[0]), params)
@@ -192,5 +191,5 @@ def solve(
         steps = Steps(ts=direction * grid[1:n_acc + 1], hs=direction * np.diff(grid[: n_acc + 1]),
                       ys=np.empty((0, *y0.shape), dtype=y0.dtype), error_ratios=np.full(n_acc, np.nan))
     raise_for_status(int(status), float(direction * s_stop), max_steps=max_steps)
-    return Solution(ts=t_given.copy(), ys=ys.reshape((len(s_out), *y0.shape)), steps=steps,
+    return Solution(ts=t_given, ys=ys.reshape((len(s_out), *y0.shape)), steps=steps,
                     stats=Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=int(n_rej)))

@@ -6,13 +6,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gqref
-from gqref.strategies import stable_matrices, time_grids, tolerances, vectors
-from tests.fields import linear, pack_linear, van_der_pol
+from gqref import problems as P
+from gqref.strategies import linear_problems, tolerances
+
+VAN_DER_POL = P.van_der_pol(mu=5.0)
 
 
 def both(field, *args, **kwargs):
-    compiled = gqref.solve(gqref.VectorField(field), *args, **kwargs)
-    python = gqref.solve(gqref.VectorField(field.py_func), *args, **kwargs)
+    compiled = gqref.solve(field, *args, **kwargs)
+    python = gqref.solve(gqref.VectorField(field.f.py_func), *args, **kwargs)
     return compiled, python
 
 
@@ -26,14 +28,11 @@ def assert_identical(a, b):
 @pytest.mark.parametrize("controller", ["torchdiffeq", "scipy"])
 @pytest.mark.parametrize("norm", ["rms", "max", gqref.ErrorNorm("mixed", blocks=(1, 1), mask=(True, False))])
 def test_van_der_pol_bitwise(controller, norm):
-    assert_identical(*both(van_der_pol, [2.0, 0.0], np.linspace(0, 6, 5), np.array([5.0]), rtol=1e-8, atol=1e-8,
-                           controller=controller, norm=norm))
+    assert_identical(*both(VAN_DER_POL.field, [2.0, 0.0], np.linspace(0, 6, 5), VAN_DER_POL.params, rtol=1e-8,
+                           atol=1e-8, controller=controller, norm=norm))
 
 
-@given(data=st.data(), tols=tolerances, t=time_grids(), method=st.sampled_from(gqref.METHODS))
-def test_linear_bitwise(data, tols, t, method):
-    a = data.draw(stable_matrices())
-    n = a.shape[0]
-    y0, b = data.draw(vectors(n)), data.draw(vectors(n, -1.0, 1.0))
+@given(problem=linear_problems(max_dim=4), tols=tolerances, method=st.sampled_from(gqref.METHODS))
+def test_linear_bitwise(problem, tols, method):
     kwargs = {"rtol": tols[0], "atol": tols[1]} if method == "dopri5" else {"step_size": 0.1}
-    assert_identical(*both(linear, y0, t, pack_linear(a, b), method=method, **kwargs))
+    assert_identical(*both(problem.field, problem.y0, problem.t, problem.params, method=method, **kwargs))

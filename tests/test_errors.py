@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 
 import gqref
+from gqref import problems as P
 from gqref.errors import InputError, MaxStepsExceededError, NonFiniteFieldError, StepSizeUnderflowError
-from tests.fields import linear, pack_linear
-
-A = pack_linear(-np.eye(2), np.zeros(2))
 
 
 def decay(t, y, p):
@@ -59,7 +57,7 @@ def test_bad_input(overrides, match):
 
 def test_compiled_field_needs_flat_state():
     with pytest.raises(InputError, match="compiled field takes a 1-D state"):
-        gqref.solve(gqref.VectorField(linear), np.ones((2, 1)), [0.0, 1.0], A)
+        gqref.solve(P.linear().field, np.ones((2, 1)), [0.0, 1.0], P.linear().params)
 
 
 def test_field_returning_nan_names_the_time():

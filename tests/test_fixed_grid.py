@@ -8,22 +8,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gqref
-from gqref.strategies import stable_matrices, time_grids, vectors
-from tests.fields import decay_oscillator, linear, pack_linear
+from gqref.strategies import linear_problems
+from tests.fields import decay_oscillator
+from tests.test_lockstep import torch_linear
 
 torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
-@given(data=st.data(), t=time_grids(), step_size=st.one_of(st.none(), st.floats(0.01, 0.7)))
-def test_matches_torchdiffeq_fixed_grid(method, data, t, step_size):
-    a = data.draw(stable_matrices())
-    n = a.shape[0]
-    y0, b = data.draw(vectors(n)), data.draw(vectors(n, -1.0, 1.0))
-    ours = gqref.solve(gqref.VectorField(linear), y0, t, pack_linear(a, b), method=method, step_size=step_size)
-    at, bt = torch.tensor(a), torch.tensor(b)
+@given(problem=linear_problems(max_dim=4), step_size=st.one_of(st.none(), st.floats(0.01, 0.7)))
+def test_matches_torchdiffeq_fixed_grid(method, problem, step_size):
+    y0, t = problem.y0, problem.t
+    ours = gqref.solve(problem.field, y0, t, problem.params, method=method, step_size=step_size)
     options = {} if step_size is None else {"step_size": step_size}
-    theirs = torchdiffeq.odeint(lambda s, y: at @ y + bt, torch.tensor(y0), torch.tensor(t), method=method,
+    theirs = torchdiffeq.odeint(torch_linear(problem), torch.tensor(y0), torch.tensor(t), method=method,
                                 options=options).numpy()
     # identical grids and formulas; only the grouping of the stage sums differs (a few ulps per step)
     steps = ours.stats.n_accepted

@@ -6,50 +6,38 @@ from hypothesis import strategies as st
 from scipy.linalg import expm
 
 import gqref
-from gqref.strategies import stable_matrices, time_grids, tolerances, vectors
-from tests.fields import linear, linear_py, pack_linear
-
-
-def exact_linear(a, b, y0, t):
-    """y(t) = exp((t − t0)·[[A, b], [0, 0]]) [y0; 1] (the affine flow as one matrix exponential)."""
-    n = len(y0)
-    block = np.zeros((n + 1, n + 1))
-    block[:n, :n] = a
-    block[:n, n] = b
-    return np.array([(expm((ti - t[0]) * block) @ np.append(y0, 1.0))[:n] for ti in t])
+from gqref import problems as P
+from gqref.strategies import linear_problems, stable_matrices, tolerances
 
 
 def global_error_bound(sol, rtol, atol, n):
     """The controller keeps every step's local error estimate within atol + rtol·|y| (RMS over n components);
-    A's symmetric part is negative definite, so the flow contracts and local errors at most add up. One more
+    the strategy makes the flow contract in the direction of integration, so local errors at most add up. One more
     term covers the dense output at the output times (4th order, same size as a local error)."""
     y_max = np.max(np.abs(sol.ys))
     return (sol.stats.n_accepted + 1) * np.sqrt(n) * (atol + rtol * y_max)
 
 
-@given(data=st.data(), tols=tolerances, t=time_grids(), controller=st.sampled_from(["torchdiffeq", "scipy"]))
-def test_linear_system_matches_matrix_exponential(data, tols, t, controller):
-    a = data.draw(stable_matrices())
-    n = a.shape[0]
-    y0 = data.draw(vectors(n))
-    b = data.draw(vectors(n, -1.0, 1.0))
+@given(problem=linear_problems(max_dim=4), tols=tolerances, controller=st.sampled_from(["torchdiffeq", "scipy"]))
+def test_linear_system_matches_matrix_exponential(problem, tols, controller):
     rtol, atol = tols
-    sol = gqref.solve(gqref.VectorField(linear), y0, t, pack_linear(a, b), rtol=rtol, atol=atol,
+    sol = gqref.solve(problem.field, problem.y0, problem.t, problem.params, rtol=rtol, atol=atol,
                       controller=controller)
-    exact = exact_linear(a, b, y0, t)
-    assert sol.ys.shape == (len(t), n)
-    assert np.array_equal(sol.ys[0], y0)
+    exact = problem.exact_solution(problem.y0, problem.params, problem.t)
+    n = problem.state_dim
+    assert sol.ys.shape == (len(problem.t), n)
+    assert np.array_equal(sol.ys[0], problem.y0)
     assert np.max(np.abs(sol.ys - exact)) <= global_error_bound(sol, rtol, atol, n)
 
 
 @given(a=stable_matrices(n=2), tols=tolerances)
 def test_error_shrinks_with_tolerance(a, tols):
     # tightening both tolerances 1000-fold reduces the actual error (until roundoff takes over)
-    y0, b, t = np.array([1.0, -0.5]), np.array([0.3, 0.1]), np.array([0.0, 0.7, 2.0])
-    exact = exact_linear(a, b, y0, t)
+    problem = P.linear(a, [0.3, 0.1], [1.0, -0.5], [0.0, 0.7, 2.0])
+    exact = problem.exact_solution(problem.y0, problem.params, problem.t)
     rtol, atol = tols
-    loose = gqref.solve(gqref.VectorField(linear), y0, t, pack_linear(a, b), rtol=rtol, atol=atol)
-    tight = gqref.solve(gqref.VectorField(linear), y0, t, pack_linear(a, b), rtol=rtol * 1e-3, atol=atol * 1e-3)
+    loose = gqref.solve(problem.field, problem.y0, problem.t, problem.params, rtol=rtol, atol=atol)
+    tight = gqref.solve(problem.field, problem.y0, problem.t, problem.params, rtol=rtol * 1e-3, atol=atol * 1e-3)
     e_loose = np.max(np.abs(loose.ys - exact))
     e_tight = np.max(np.abs(tight.ys - exact))
     roundoff = 1e3 * np.finfo(float).eps * np.max(np.abs(exact))
@@ -63,5 +51,5 @@ def test_plain_python_field_any_shape():
     y0 = np.array([[1.0, 2.0], [0.5, -1.0]])
     sol = gqref.solve(lambda t, y, p: a @ y, y0, [0.0, 1.0], rtol=1e-10, atol=1e-12)
     assert sol.ys.shape == (2, 2, 2)
+    # the global error bound above with 1e-10/1e-12 tolerances and a handful of steps
     assert np.allclose(sol.ys[-1], expm(a) @ y0, rtol=0, atol=1e-8)
-    assert np.allclose(linear_py(0.0, y0[:, 0], pack_linear(a, np.zeros(2))), a @ y0[:, 0])

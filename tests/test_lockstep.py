@@ -4,12 +4,11 @@ import numpy as np
 import torch
 import torchdiffeq
 from hypothesis import given
-from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 import gqref
-from gqref.strategies import stable_matrices, time_grids, tolerances, vectors
-from tests.fields import decay_oscillator, linear, linear_py, pack_linear
+from gqref.strategies import linear_problems, tolerances
+from tests.fields import decay_oscillator
 
 EPS = np.finfo(float).eps
 torch.set_num_threads(1)
@@ -27,15 +26,18 @@ class Counted:
         return self.f(t, y)
 
 
-@given(data=st.data(), tols=tolerances, t=time_grids())
-def test_matches_torchdiffeq_dopri5(data, tols, t):
-    a = data.draw(stable_matrices())
-    n = a.shape[0]
-    y0, b = data.draw(vectors(n)), data.draw(vectors(n, -1.0, 1.0))
+def torch_linear(problem):
+    n = problem.state_dim
+    a, b = torch.tensor(problem.params[: n * n].reshape(n, n)), torch.tensor(problem.params[n * n:])
+    return lambda s, y: a @ y + b
+
+
+@given(problem=linear_problems(max_dim=4), tols=tolerances)
+def test_matches_torchdiffeq_dopri5(problem, tols):
+    y0, t = problem.y0, problem.t
     rtol, atol = tols
-    ours = gqref.solve(gqref.VectorField(linear), y0, t, pack_linear(a, b), rtol=rtol, atol=atol)
-    at, bt = torch.tensor(a), torch.tensor(b)
-    func = Counted(lambda s, y: at @ y + bt)
+    ours = gqref.solve(problem.field, y0, t, problem.params, rtol=rtol, atol=atol)
+    func = Counted(torch_linear(problem))
     theirs = torchdiffeq.odeint(func, torch.tensor(y0), torch.tensor(t), rtol=rtol, atol=atol, method="dopri5")
     # Same evaluations ⇒ same accepted and rejected steps. Outputs: the same arithmetic up to summation order
     # (torch reduces the 7 stage terms in its own order), so they agree to a few ulps of the state's scale.
@@ -65,14 +67,15 @@ def initial_probe_condition(f, y0, rtol, atol, t):
     return np.max(np.abs(f0)) / difference if difference > 0 else 0.0
 
 
-@given(data=st.data(), tols=tolerances, t=time_grids())
-def test_steps_match_scipy_rk45(data, tols, t):
-    a = data.draw(stable_matrices())
-    n = a.shape[0]
-    y0, b = data.draw(vectors(n)), data.draw(vectors(n, -1.0, 1.0))
+@given(problem=linear_problems(max_dim=4), tols=tolerances)
+def test_steps_match_scipy_rk45(problem, tols):
+    y0, t, p = problem.y0, problem.t, problem.params
     rtol, atol = tols
-    p = pack_linear(a, b)
-    ours = gqref.solve(gqref.VectorField(linear), y0, t, p, rtol=rtol, atol=atol, controller="scipy")
+
+    def linear_py(s, y, p):
+        return problem.field.f.py_func(s, y, p)
+
+    ours = gqref.solve(problem.field, y0, t, p, rtol=rtol, atol=atol, controller="scipy")
     theirs = solve_ivp(lambda s, y: linear_py(s, y, p), (t[0], t[-1]), y0, method="RK45", rtol=rtol, atol=atol,
                        dense_output=True)
     assert theirs.success
