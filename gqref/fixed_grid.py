@@ -39,7 +39,10 @@ def _linear(y0, y1, t0, t1, t, out):
 
 
 def integrate_fixed(f, p, y0, s_out, direction, grid, a, b, c):
-    """Step over ``grid`` (increasing, from s_out[0] to s_out[-1]); returns (status, s at stop, ys, nfe, steps)."""
+    """Step over ``grid`` (increasing, from s_out[0] to s_out[-1]).
+
+    Returns (status, s at stop, ys, step states, nfe, steps taken).
+    """
     n = y0.shape[0]
     n_out = s_out.shape[0]
     n_stages = c.shape[0]
@@ -49,6 +52,7 @@ def integrate_fixed(f, p, y0, s_out, direction, grid, a, b, c):
     y = y0.copy()
     y1 = np.empty_like(y0)
     y_stage = np.empty_like(y0)
+    steps_ys = np.empty((grid.shape[0] - 1, n), dtype=y0.dtype)
     nfe = 0
     j = 1
     for step in range(grid.shape[0] - 1):
@@ -58,17 +62,18 @@ def integrate_fixed(f, p, y0, s_out, direction, grid, a, b, c):
         failed = rk_stages(f, p, direction, t0, dt, y, k, y_stage, a, c, 0)
         nfe += n_stages if failed < 0 else failed + 1
         if failed >= 0:
-            return NONFINITE_FIELD, t0 + c[failed] * dt, ys, nfe, step
+            return NONFINITE_FIELD, t0 + c[failed] * dt, ys, steps_ys[:step], nfe, step
         for i in range(n):
             acc = 0.0
             for m in range(n_stages):
                 acc += k[m, i] * b[m]
             y1[i] = y[i] + dt * acc
+        steps_ys[step] = y1
         while j < n_out and t1 >= s_out[j]:
             _linear(y, y1, t0, t1, s_out[j], ys[j])
             j += 1
         y[:] = y1
-    return SUCCESS, grid[grid.shape[0] - 1], ys, nfe, grid.shape[0] - 1
+    return SUCCESS, grid[grid.shape[0] - 1], ys, steps_ys, nfe, grid.shape[0] - 1
 
 
 FIXED = kernel(integrate_fixed)

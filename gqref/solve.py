@@ -26,7 +26,8 @@ class Steps:
     """The accepted steps of an adaptive solve, in the caller's time direction.
 
     ``ts[j]`` is where step j ended, ``hs[j]`` its signed size, ``ys[j]`` the state there (shape of y0) and
-    ``error_ratios[j]`` its error estimate in units of the tolerance (≤ 1 for an accepted step).
+    ``error_ratios[j]`` its error estimate in units of the tolerance (≤ 1 for an accepted step; NaN on a fixed
+    grid, which has no estimate).
     """
 
     ts: np.ndarray
@@ -75,8 +76,9 @@ def _state(y0) -> np.ndarray:
     y0 = np.array(y0, copy=True)
     if y0.dtype.kind in "biu":
         y0 = y0.astype(np.float64)
-    if y0.dtype.kind not in "fc":
-        raise InputError(f"y0 must be a real or complex floating array, got dtype {y0.dtype}")
+    if y0.dtype.kind != "f":
+        # complex states: the step control compares magnitudes; use gqref.discrete.replay for complex steps
+        raise InputError(f"y0 must be a real floating-point array, got dtype {y0.dtype}")
     if y0.size == 0:
         raise InputError("y0 must have at least one element")
     if not np.all(np.isfinite(y0)):
@@ -185,11 +187,11 @@ def solve(
         step_size = _positive("step_size", step_size, allow_none=True)
         tab = float_tableau(FIXED_GRID_TABLEAUX[method])
         grid = step_size_grid(s_out, step_size)
-        status, s_stop, ys, nfe, n_acc = getattr(FIXED, variant)(f, params, flat, s_out, direction, grid,
-                                                                tab.a, tab.b, tab.c)
+        status, s_stop, ys, steps_ys, nfe, n_acc = getattr(FIXED, variant)(f, params, flat, s_out, direction, grid,
+                                                                          tab.a, tab.b, tab.c)
         n_rej = 0
         steps = Steps(ts=direction * grid[1:n_acc + 1], hs=direction * np.diff(grid[: n_acc + 1]),
-                      ys=np.empty((0, *y0.shape), dtype=y0.dtype), error_ratios=np.full(n_acc, np.nan))
+                      ys=steps_ys.reshape((-1, *y0.shape)), error_ratios=np.full(n_acc, np.nan))
     raise_for_status(int(status), float(direction * s_stop), max_steps=max_steps)
     return Solution(ts=t_given, ys=ys.reshape((len(s_out), *y0.shape)), steps=steps,
                     stats=Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=int(n_rej)))
