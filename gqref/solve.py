@@ -53,7 +53,8 @@ class Solution:
     stats: Stats
 
 
-def _times(t) -> tuple[np.ndarray, float]:
+def output_times(t) -> tuple[np.ndarray, float]:
+    """(s = direction·t as a fresh float64 array, direction): t must be 1-D, finite and strictly monotone."""
     t = np.array(t, dtype=np.float64)  # a copy: the caller's array is never aliased
     if t.ndim != 1 or t.size < 1:
         raise InputError(f"t must be a 1-D array of at least one time, got shape {t.shape}")
@@ -86,7 +87,8 @@ def _state(y0) -> np.ndarray:
     return y0
 
 
-def _positive(name: str, value, allow_none: bool = False):
+def positive_number(name: str, value, allow_none: bool = False):
+    """``value`` as a float, or an InputError naming ``name`` unless it is a positive finite number."""
     if value is None and allow_none:
         return None
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value) or value <= 0:
@@ -96,7 +98,7 @@ def _positive(name: str, value, allow_none: bool = False):
 
 def _atol(atol, shape: tuple[int, ...], size: int) -> np.ndarray:
     if np.ndim(atol) == 0:
-        return np.full(size, _positive("atol", atol))
+        return np.full(size, positive_number("atol", atol))
     atol = np.asarray(atol, dtype=np.float64)
     try:
         atol = np.broadcast_to(atol, shape)
@@ -156,11 +158,11 @@ def solve(
     field = as_field(field)
     if method not in METHODS:
         raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
-    s_out, direction = _times(t)
+    s_out, direction = output_times(t)
     t_given = direction * s_out
     y0 = _state(y0)
     params = _params(params)
-    rtol = _positive("rtol", rtol)
+    rtol = positive_number("rtol", rtol)
     atol_vec = _atol(atol, y0.shape, y0.size)
     if not isinstance(max_steps, numbers.Integral) or isinstance(max_steps, bool) or max_steps < 1:
         raise InputError(f"max_steps must be a positive integer, got {max_steps!r}")
@@ -170,7 +172,7 @@ def solve(
     if method in ADAPTIVE_METHODS:
         if step_size is not None:
             raise InputError("step_size applies to the fixed-grid methods (euler, midpoint, rk4), not dopri5")
-        first_step = _positive("first_step", first_step, allow_none=True)
+        first_step = positive_number("first_step", first_step, allow_none=True)
         control = as_controller(controller)
         norm_kind, block_id, n_blocks = as_norm(norm).kernel_data(flat.size)
         tab = float_tableau(control.tableau)
@@ -184,7 +186,7 @@ def solve(
     else:
         if first_step is not None:
             raise InputError(f"first_step applies to adaptive methods, not {method!r}")
-        step_size = _positive("step_size", step_size, allow_none=True)
+        step_size = positive_number("step_size", step_size, allow_none=True)
         tab = float_tableau(FIXED_GRID_TABLEAUX[method])
         grid = step_size_grid(s_out, step_size)
         status, s_stop, ys, steps_ys, nfe, n_acc = getattr(FIXED, variant)(f, params, flat, s_out, direction, grid,

@@ -1,6 +1,30 @@
-"""gqtorch — the PyTorch implementation of gq (odeint, odeint_adjoint, odeint_adjoint_gq).
+"""gqtorch — the PyTorch implementation of gq: a drop-in for torchdiffeq's ``odeint`` (forward half so far).
 
-Not built yet: see the project's issues. Importing it is harmless; it exports nothing so far.
+``odeint(func, y0, t, *, rtol, atol, method, options, return_stats=False)`` has torchdiffeq 0.2.5's signature and
+semantics (dopri5 with torchdiffeq's step control and dense output; fixed-grid euler, midpoint, rk4), raises
+gqref's exception types, and reports solver statistics (:class:`Stats`) with ``return_stats=True``. Backprop
+through it gives the exact derivative of the computed solution. The adjoint and GQ gradients are not built yet.
 """
 
-__all__: list[str] = []
+from gqref.errors import (
+    GQError,
+    InputError,
+    MaxStepsExceededError,
+    NonFiniteFieldError,
+    SolverError,
+    StepSizeUnderflowError,
+)
+from gqref.solve import Stats
+from gqtorch.solve import METHODS, odeint
+
+__all__ = [
+    "METHODS",
+    "GQError",
+    "InputError",
+    "MaxStepsExceededError",
+    "NonFiniteFieldError",
+    "SolverError",
+    "Stats",
+    "StepSizeUnderflowError",
+    "odeint",
+]

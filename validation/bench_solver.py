@@ -28,6 +28,7 @@ from scipy.integrate import solve_ivp
 from tqdm import tqdm
 
 import gqref
+import gqtorch
 from validation.problems_bench import PROBLEMS, Problem, check_twins, numpy_rhs
 from validation.results import environment, write_json_atomic
 
@@ -39,9 +40,10 @@ METHOD_LABELS = {
     "gqref_scipy": "gqref dopri5 (scipy control)",
     "scipy_rk45": "scipy RK45",
     "torchdiffeq": "torchdiffeq dopri5",
+    "gqtorch": "gqtorch dopri5",
 }
 # (gqref method, the library it reproduces): their final states should agree far below the tolerance.
-TWINS = (("gqref", "torchdiffeq"), ("gqref_scipy", "scipy_rk45"))
+TWINS = (("gqref", "torchdiffeq"), ("gqref_scipy", "scipy_rk45"), ("gqtorch", "torchdiffeq"))
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,29 @@ def torchdiffeq_solver(problem: Problem) -> Solver:
     return solve
 
 
+def gqtorch_solver(problem: Problem) -> Solver:
+    """``gqtorch.odeint`` dopri5 in float64 on the same torch twin (its counters come from the solver itself)."""
+    y0 = torch.as_tensor(problem.y0, dtype=torch.float64)
+    t = torch.tensor(problem.t_span, dtype=torch.float64)
+    params = torch.as_tensor(problem.params, dtype=torch.float64)
+
+    def func(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return problem.rhs(s, y, params, torch.stack)
+
+    def solve() -> Run:
+        with torch.no_grad():
+            ys, stats = gqtorch.odeint(func, y0, t, rtol=problem.rtol, atol=problem.atol, return_stats=True)
+        return Run(ys[-1].numpy().copy(), stats.nfe, stats.n_accepted, stats.n_rejected)
+
+    return solve
+
+
 SOLVERS: dict[str, Callable[[Problem], Solver]] = {
     "gqref": gqref_solver,
     "gqref_scipy": partial(gqref_solver, controller="scipy"),
     "scipy_rk45": scipy_solver,
     "torchdiffeq": torchdiffeq_solver,
+    "gqtorch": gqtorch_solver,
 }
 
 
