@@ -1,9 +1,11 @@
-"""gqtorch — the PyTorch implementation of gq: a drop-in for torchdiffeq's ``odeint`` (forward half so far).
+"""gqtorch — the PyTorch implementation of gq: drop-ins for torchdiffeq's ``odeint`` and ``odeint_adjoint``.
 
 ``odeint(func, y0, t, *, rtol, atol, method, options, return_stats=False)`` has torchdiffeq 0.2.5's signature and
 semantics (dopri5 with torchdiffeq's step control and dense output; fixed-grid euler, midpoint, rk4), raises
 gqref's exception types, and reports solver statistics (:class:`Stats`) with ``return_stats=True``. Backprop
-through it gives the exact derivative of the computed solution. The adjoint and GQ gradients are not built yet.
+through it gives the exact derivative of the computed solution. ``odeint_adjoint_gq`` differentiates by the GQ
+method (Norcliffe & Deisenroth 2023), ``odeint_adjoint`` by torchdiffeq's backsolve adjoint (full norm or
+``adjoint_options=dict(norm="seminorm")``); both report :class:`GradientStats` with ``return_stats=True``.
 """
 
 from gqref.errors import (
@@ -15,11 +17,15 @@ from gqref.errors import (
     StepSizeUnderflowError,
 )
 from gqref.solve import Stats
+from gqtorch.adjoint import odeint_adjoint
+from gqtorch.augmented import GradientStats
+from gqtorch.gq import odeint_adjoint_gq
 from gqtorch.solve import METHODS, odeint
 
 __all__ = [
     "METHODS",
     "GQError",
+    "GradientStats",
     "InputError",
     "MaxStepsExceededError",
     "NonFiniteFieldError",
@@ -27,4 +33,6 @@ __all__ = [
     "Stats",
     "StepSizeUnderflowError",
     "odeint",
+    "odeint_adjoint",
+    "odeint_adjoint_gq",
 ]

@@ -1,0 +1,191 @@
+"""What gqtorch's two adjoint gradients share (twin of :mod:`gqref.augmented`): backward dynamics, the masked block
+norm, the batched node VJP, argument checks and the statistics object.
+
+With a(t) = ∂L/∂z(t) the adjoint runs backwards with da/dt = −aᵀ∂f/∂z. The continuous adjoint integrates
+x = [adj_t (1), z (S), a (S), adj_p (P)] (torchdiffeq's order); GQ integrates only x = [z, a]. Both take one
+evaluation of f and one ``torch.autograd.grad`` per backward stage, with the cotangent −a (as torchdiffeq does).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+
+import torch
+
+from gqref.errors import InputError
+from gqref.solve import DEFAULT_MAX_STEPS, positive_number
+from gqtorch.solve import METHODS, FlatField
+
+
+@dataclass
+class GradientStats:
+    """Cost of one solve and (once ``backward`` has run) of its gradient, without asking anything of ``func``.
+
+    ``nfe_*`` count every evaluation of ``func`` (an evaluation and its VJP at the same point count once, as in
+    the paper and :class:`gqref.Diagnostics`); ``steps_*`` are accepted steps; ``nodes`` is GQ's node count per
+    interval (first interval first); ``batched_nodes`` says whether GQ's node VJPs ran as one ``vmap``-ed call per
+    interval (True) or fell back to a per-node loop (False). Backward fields are None until ``backward`` runs.
+    """
+
+    method: str
+    nfe_forward: int = 0
+    steps_forward: int = 0
+    rejected_forward: int = 0
+    nfe_backward: int | None = None
+    steps_backward: int | None = None
+    nodes: tuple[int, ...] = ()
+    batched_nodes: bool | None = None
+    backward_calls: int = 0
+    _extra: dict = dataclass_field(default_factory=dict, repr=False)
+
+
+def adjoint_parameters(func: Callable, adjoint_params) -> tuple[torch.Tensor, ...]:
+    """The tensors to differentiate: ``adjoint_params``, or ``func.parameters()`` for an ``nn.Module``; those not
+    requiring grad are dropped (as torchdiffeq does)."""
+    if adjoint_params is None:
+        if not isinstance(func, torch.nn.Module):
+            raise InputError("adjoint_params must be given when func is not a torch.nn.Module (pass the tensors "
+                             "func closes over, or adjoint_params=() if it has none)")
+        adjoint_params = tuple(func.parameters())
+    try:
+        adjoint_params = tuple(adjoint_params)
+    except TypeError:
+        raise InputError(f"adjoint_params must be an iterable of tensors, got {type(adjoint_params).__name__}") \
+            from None
+    for j, p in enumerate(adjoint_params):
+        if not isinstance(p, torch.Tensor):
+            raise InputError(f"adjoint_params[{j}] must be a torch.Tensor, got {type(p).__name__}")
+    return tuple(p for p in adjoint_params if p.requires_grad)
+
+
+def backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol) -> tuple[float, float]:
+    """The backward solve's (rtol, atol) as numbers; they default to the forward ones."""
+    if adjoint_rtol is None:
+        adjoint_rtol = rtol
+    if adjoint_atol is None:
+        if not isinstance(atol, numbers.Real):
+            raise InputError("adjoint_atol must be given (a positive number) when atol is not a number")
+        adjoint_atol = atol
+    return positive_number("adjoint_rtol", adjoint_rtol), positive_number("adjoint_atol", adjoint_atol)
+
+
+def check_method(method) -> str:
+    method = "dopri5" if method is None else method
+    if method not in METHODS:
+        raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
+    return method
+
+
+def check_times(t, state: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(t as a tensor, whether it requires grad); the ordering itself is checked by ``gqtorch.odeint``."""
+    if isinstance(t, torch.Tensor):
+        if t.is_complex() or not t.is_floating_point():
+            raise InputError(f"t must be a real floating tensor, got dtype {t.dtype}")
+        return t, t.requires_grad
+    try:
+        return torch.as_tensor(t, dtype=torch.float64, device=state.device), False
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InputError(f"t must be a 1-D tensor or sequence of real times: {error}") from None
+
+
+def max_steps_option(options) -> int:
+    value = (options or {}).get("max_num_steps", DEFAULT_MAX_STEPS) if isinstance(options, dict) else \
+        DEFAULT_MAX_STEPS
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise InputError(f"options['max_num_steps'] must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class MaskedBlockRmsNorm:
+    """max over the kept blocks of each block's RMS (torchdiffeq's mixed norm; dropped blocks are its seminorm)."""
+
+    def __init__(self, sizes: Sequence[int], keep: Sequence[bool], dtype: torch.dtype, device: torch.device):
+        rows = [j for j, k in enumerate(keep) if k]
+        weights = torch.zeros(len(rows), sum(sizes), dtype=dtype)
+        starts = [sum(sizes[:j]) for j in range(len(sizes))]
+        for r, j in enumerate(rows):
+            weights[r, starts[j]:starts[j] + sizes[j]] = 1.0 / sizes[j]
+        self.weights = weights.to(device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mv(self.weights, x.square()).max().sqrt()
+
+
+def _grads(out: torch.Tensor, inputs: Sequence[torch.Tensor], cotangent: torch.Tensor) -> list:
+    """``autograd.grad`` that answers None for inputs ``out`` does not depend on (also when it depends on none)."""
+    if not inputs:
+        return []
+    if not out.requires_grad:
+        return [None] * len(inputs)
+    return list(torch.autograd.grad(out, inputs, cotangent, allow_unused=True))
+
+
+class GQDynamics:
+    """d[z, a]/dt = [f, −aᵀ∂f/∂z]: one evaluation and one VJP with respect to z only (no parameter gradient)."""
+
+    def __init__(self, field: FlatField, n: int):
+        self.field = field
+        self.n = n
+
+    def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        n = self.n
+        with torch.enable_grad():
+            z = x[:n].detach().requires_grad_(True)
+            fz = self.field(t, z)
+            (vjp_z,) = _grads(fz, (z,), x[n:].neg())
+        if vjp_z is None:
+            vjp_z = torch.zeros_like(z)
+        return torch.cat((fz.detach(), vjp_z))
+
+
+class AdjointDynamics:
+    """dx/dt = [−a·∂f/∂t, f, −aᵀ∂f/∂z, −aᵀ∂f/∂θ] on x = [adj_t, z, a, adj_θ]: one evaluation, one VJP."""
+
+    def __init__(self, field: FlatField, n: int, params: tuple[torch.Tensor, ...], t_grad: bool):
+        self.field = field
+        self.n = n
+        self.params = params
+        self.t_grad = t_grad
+
+    def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        n = self.n
+        with torch.enable_grad():
+            tt = t.detach().requires_grad_(self.t_grad)
+            z = x[1:1 + n].detach().requires_grad_(True)
+            fz = self.field(tt, z)
+            inputs = ((tt,) if self.t_grad else ()) + (z,) + self.params
+            grads = _grads(fz, inputs, x[1 + n:1 + 2 * n].neg())
+        if not self.t_grad:
+            grads.insert(0, None)
+        vjp_t, vjp_z, *vjp_p = grads
+        parts = [x.new_zeros(1) if vjp_t is None else vjp_t.reshape(1), fz.detach(),
+                 torch.zeros_like(z) if vjp_z is None else vjp_z]
+        parts += [p.new_zeros(p.numel()) if g is None else g.reshape(-1) for p, g in zip(self.params, vjp_p)]
+        return torch.cat(parts)
+
+
+def node_vjps(field: FlatField, taus: torch.Tensor, zs: torch.Tensor, cotangents: torch.Tensor,
+              params: tuple[torch.Tensor, ...], t_grad: bool, batched: bool) -> tuple[list, bool]:
+    """Σ_j cotangents_j ᵀ ∂f(τ_j, z_j)/∂(θ, τ_j) for all nodes of an interval: (grads per param [+ per τ], batched).
+
+    Batched: ``torch.func.vmap(func)`` evaluates every node in one call and one ``autograd.grad`` gives the sum.
+    This assumes ``func`` is vmap-compatible (pure tensor code; no ``.item()``, data-dependent Python branches or
+    in-place writes to captured tensors). If vmap raises, the nodes are evaluated one by one (same single
+    ``autograd.grad``) and ``batched`` comes back False, so later intervals skip the vmap attempt.
+    """
+    with torch.enable_grad():
+        tau = taus.detach().requires_grad_(t_grad)
+        inputs = params + ((tau,) if t_grad else ())
+        if batched:
+            try:
+                out = torch.func.vmap(field)(tau, zs)
+                return _grads(out, inputs, cotangents), True
+            except InputError:
+                raise
+            except Exception:  # any vmap failure: fall back to the loop, which re-raises real errors
+                pass
+        out = torch.stack([field(tau[j], zs[j]) for j in range(zs.shape[0])])
+        return _grads(out, inputs, cotangents), False
