@@ -27,34 +27,11 @@ from gqtorch.augmented import (
     check_times,
     max_steps_option,
 )
-from gqtorch.gq import _Setup, flat_outputs, user_outputs
-from gqtorch.solve import FlatField, _state, odeint
+from gqtorch.gq import BacksolveFunction, _Setup, user_outputs
+from gqtorch.solve import FlatField, _state
 from gqtorch.tableau import torch_tableau
 
 ADJOINT_OPTIONS = ("norm", "max_num_steps")
-
-
-class _AdjointFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, setup: _Setup, y0: torch.Tensor, t: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            ys, stats = odeint(setup.func, setup.field.split(y0), t.detach(), rtol=setup.rtol, atol=setup.atol,
-                               method=setup.method, options=setup.options, return_stats=True)
-        ys = flat_outputs(ys, t.shape[0])
-        setup.stats.nfe_forward = stats.nfe
-        setup.stats.steps_forward = stats.n_accepted
-        setup.stats.rejected_forward = stats.n_rejected
-        ctx.setup = setup
-        ctx.save_for_backward(ys, *params)
-        return ys
-
-    @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor):
-        setup = ctx.setup
-        ys, *params = ctx.saved_tensors
-        with torch.no_grad():
-            dy0, dparams, dt = adjoint_backward(setup, ys, grad_ys, tuple(params))
-        return (None, dy0, dt, *dparams)
 
 
 def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
@@ -156,6 +133,7 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, meth
     setup = _Setup(func=func, field=FlatField(func, shapes, is_tuple), rtol=rtol, atol=atol, method=method,
                    options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, seminorm=seminorm,
                    max_steps=max_steps_option(back_options), t_grad=t_grad, t_dtype=t.dtype,
-                   t_host=t.detach().to("cpu", torch.float64).numpy().tolist(), stats=stats)
-    ys = user_outputs(_AdjointFunction.apply(setup, flat, t, *params), setup.field)
+                   t_host=t.detach().to("cpu", torch.float64).numpy().tolist(), stats=stats,
+                   backward=adjoint_backward)
+    ys = user_outputs(BacksolveFunction.apply(setup, flat, t, *params), setup.field)
     return (ys, stats) if return_stats else ys

@@ -59,7 +59,10 @@ class _Setup:
         self.__dict__.update(kwargs)
 
 
-class _GQFunction(torch.autograd.Function):
+class BacksolveFunction(torch.autograd.Function):
+    """Forward: the solve under no_grad, keeping only the outputs (memory O(K·S), no graph). Backward: the method's
+    own backward sweep, ``setup.backward`` (GQ here, the continuous adjoint in :mod:`gqtorch.adjoint`)."""
+
     @staticmethod
     def forward(ctx, setup: _Setup, y0: torch.Tensor, t: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -78,7 +81,7 @@ class _GQFunction(torch.autograd.Function):
         setup = ctx.setup
         ys, *params = ctx.saved_tensors
         with torch.no_grad():
-            dy0, dparams, dt = gq_backward(setup, ys, grad_ys, tuple(params))
+            dy0, dparams, dt = setup.backward(setup, ys, grad_ys, tuple(params))
         return (None, dy0, dt, *dparams)
 
 
@@ -183,6 +186,6 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, g
     setup = _Setup(func=func, field=FlatField(func, shapes, is_tuple), rtol=rtol, atol=atol, method=method,
                    options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, gtol=gtol, max_nodes=max_nodes,
                    max_steps=max_steps_option(None), t_host=t_host, t_grad=t_grad, t_dtype=t.dtype,
-                   stats=stats)
-    ys = user_outputs(_GQFunction.apply(setup, flat, t, *params), setup.field)
+                   stats=stats, backward=gq_backward)
+    ys = user_outputs(BacksolveFunction.apply(setup, flat, t, *params), setup.field)
     return (ys, stats) if return_stats else ys
