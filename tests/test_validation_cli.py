@@ -25,3 +25,13 @@ def test_unknown_command_is_a_clear_usage_error(capsys):
         main(["train-everything"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_bench_training_quick_compares_every_method(tmp_path):
+    out = tmp_path / "training.json"
+    assert main(["bench", "training", "--quick", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    rows = data["widths"][0]["methods"]
+    assert {r["method"] for r in rows} >= {"direct (gqtorch.odeint)", "gq (gqtorch)", "adjoint (torchdiffeq)"}
+    # every method's gradient is within the solver tolerance (1e-3, amplified by at most a few steps) of direct's
+    assert all(r["relative_difference_vs_direct"] < 1e-2 for r in rows)

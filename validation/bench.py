@@ -11,6 +11,7 @@ HELP = "time gq against scipy and torchdiffeq"
 BENCHMARKS: dict[str, str] = {
     "solver": "validation.bench_solver",
     "gradients": "validation.bench_gradients",
+    "training": "validation.bench_training",
 }
 DEFAULT_REPEATS = 20
 
