@@ -23,3 +23,15 @@ def decay_oscillator(t, y, p):
     out[0] = -0.5 * y[0] + y[1] + np.sin(t)
     out[1] = -y[0] - 0.3 * y[1] + 0.5 * np.cos(2.0 * t)
     return out
+
+
+class Counted:
+    """Counts evaluations, so two solvers' step/rejection sequences can be compared through their NFE."""
+
+    def __init__(self, f):
+        self.f = f
+        self.nfe = 0
+
+    def __call__(self, t, y):
+        self.nfe += 1
+        return self.f(t, y)

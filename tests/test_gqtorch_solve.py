@@ -13,21 +13,11 @@ import gqref
 import gqtorch
 from gqref import problems as pr
 from gqref.strategies import linear_problems, mlp_problems, tolerances
+from tests.fields import Counted
 
 torch.set_num_threads(1)
 F64 = torch.float64
 
-
-class Counted:
-    """Counts evaluations, so two solvers' step/rejection sequences can be compared through their NFE."""
-
-    def __init__(self, f):
-        self.f = f
-        self.nfe = 0
-
-    def __call__(self, t, y):
-        self.nfe += 1
-        return self.f(t, y)
 
 
 def linear_field(problem, params=None):

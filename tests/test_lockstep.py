@@ -8,22 +8,11 @@ from scipy.integrate import solve_ivp
 
 import gqref
 from gqref.strategies import linear_problems, tolerances
-from tests.fields import decay_oscillator
+from tests.fields import Counted, decay_oscillator
 
 EPS = np.finfo(float).eps
 torch.set_num_threads(1)
 
-
-class Counted:
-    """Counts evaluations so torchdiffeq's step/rejection sequence can be compared through its NFE."""
-
-    def __init__(self, f):
-        self.f = f
-        self.nfe = 0
-
-    def __call__(self, t, y):
-        self.nfe += 1
-        return self.f(t, y)
 
 
 def torch_linear(problem):
