@@ -31,12 +31,14 @@ def first_nonfinite_stage(k: torch.Tensor) -> int:
 
 def integrate_adaptive(f, y0: torch.Tensor, s_out: list[float], direction: float, rtol: float, atol: torch.Tensor,
                        norm: Norm, control: Controller, first_step: float | None, max_steps: int,
-                       tab: TorchTableau):
+                       tab: TorchTableau, time_shifts: torch.Tensor | None = None):
     """Integrate the flat state ``y0`` through the increasing output times ``s_out`` (``s_out[0]`` is the start).
 
     ``f(t, y)`` takes a 0-d time tensor in the caller's time and a flat state. Returns
     (status, s at stop, ys of shape (len(s_out), n), nfe, n_accepted, n_rejected); ``ys`` is None unless the
-    status is SUCCESS.
+    status is SUCCESS. ``time_shifts`` (zero-valued, one per output time, in the caller's time) make the outputs
+    differentiable with respect to the output times with the step sizes frozen: every stage time moves with the
+    first, each output's position in its step moves with its own (the derivative gqref's ``discrete`` computes).
     """
     n_out = len(s_out)
     n_stages = tab.stages
@@ -44,7 +46,9 @@ def integrate_adaptive(f, y0: torch.Tensor, s_out: list[float], direction: float
     s_start = s_out[0]
     track = torch.is_grad_enabled()  # keep every step's stages in its own buffer so the graph stays valid
 
-    f_start = f(torch.full((), direction * s_start, dtype=y0.dtype, device=y0.device), y0)
+    shift_0 = None if time_shifts is None else time_shifts[0]
+    t_start = torch.full((), direction * s_start, dtype=y0.dtype, device=y0.device)
+    f_start = f(t_start if shift_0 is None else t_start + shift_0.to(y0.dtype), y0)
     nfe = 1
     if n_out == 1:
         if not bool(torch.isfinite(f_start).all()):
@@ -84,7 +88,7 @@ def integrate_adaptive(f, y0: torch.Tensor, s_out: list[float], direction: float
             if track and (n_accepted + n_rejected) > 0:
                 k = y0.new_empty((n_stages, y0.shape[0]))
                 k[0] = f_start
-            y1, err = dopri5_step(f, direction * s_hi, h, y, k, tab.a, tab.c, tab.e)
+            y1, err = dopri5_step(f, direction * s_hi, h, y, k, tab.a, tab.c, tab.e, shift_0)
             nfe += n_stages - 1
             ratio, y1_abs = error_ratio(err, y_abs, y1, rtol, atol, norm)
             with torch.no_grad():
@@ -113,6 +117,7 @@ def integrate_adaptive(f, y0: torch.Tensor, s_out: list[float], direction: float
         m = j
         while m < n_out and s_out[m] <= s_hi:
             m += 1
-        outputs.append(interp_evaluate(coeffs, s_lo, s_hi, s_out[j:m]))
+        shifts = None if time_shifts is None else direction * (time_shifts[j:m] - shift_0)
+        outputs.append(interp_evaluate(coeffs, s_lo, s_hi, s_out[j:m], shifts))
         j = m
     return SUCCESS, s_hi, torch.cat(outputs), nfe, n_accepted, n_rejected

@@ -15,26 +15,30 @@ def combine(y0: torch.Tensor, k: torch.Tensor, weights: torch.Tensor, n_terms: i
     return torch.addmv(y0, k[:n_terms].t(), weights[:n_terms], alpha=dt)
 
 
-def stage_times(c: torch.Tensor, t0: float, dt: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+def stage_times(c: torch.Tensor, t0: float, dt: float, dtype: torch.dtype,
+                shift: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """t0 + c_s·dt for every stage, as 0-d tensors of ``dtype`` on c's device (computed there: no host transfer).
 
     Computed in float64 as gqref does (c·dt first, then t0; c = 1 gives exactly t0 + dt), then cast to the
-    state's dtype, which is what torchdiffeq passes to the field.
+    state's dtype, which is what torchdiffeq passes to the field. ``shift`` (a zero-valued 0-d tensor carrying
+    the derivative with respect to the first output time) is added when the solve differentiates its times.
     """
     times = c.mul(dt).add_(t0)
     if dtype != times.dtype:
         times = times.to(dtype)
+    if shift is not None:
+        times = times + shift.to(dtype)
     return times.unbind()
 
 
 def rk_stages(f, t0: float, dt: float, y0: torch.Tensor, k: torch.Tensor, a: torch.Tensor, c: torch.Tensor,
-              first: int) -> torch.Tensor:
+              first: int, shift: torch.Tensor | None = None) -> torch.Tensor:
     """Evaluate stages ``first..`` of an explicit RK step into ``k`` (``k[:first]`` are given).
 
     Returns the input of the last stage. Finiteness is not checked here (that would cost a host sync per stage):
     the caller checks the whole step at once.
     """
-    times = stage_times(c, t0, dt, y0.dtype)
+    times = stage_times(c, t0, dt, y0.dtype, shift)
     y_stage = y0
     for s in range(first, k.shape[0]):
         y_stage = combine(y0, k, a[s], s, dt) if s > 0 else y0
@@ -43,14 +47,14 @@ def rk_stages(f, t0: float, dt: float, y0: torch.Tensor, k: torch.Tensor, a: tor
 
 
 def dopri5_step(f, t0: float, dt: float, y0: torch.Tensor, k: torch.Tensor, a: torch.Tensor, c: torch.Tensor,
-                e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                e: torch.Tensor, shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A Dormand–Prince step from (t0, y0) with ``k[0] = f(t0, y0)`` given (FSAL).
 
     Fills ``k`` (``k[6]`` = f(t1, y1), the next step's ``k[0]``) and returns ``(y1, err)``: y1 is the 5th-order
     solution (the last stage's input, since b equals the last row of a), ``err = dt·Σ e_j k_j`` the local error
     estimate, computed without recording a graph (it only steers the step size).
     """
-    y1 = rk_stages(f, t0, dt, y0, k, a, c, 1)
+    y1 = rk_stages(f, t0, dt, y0, k, a, c, 1, shift)
     with torch.no_grad():
         err = torch.addmv(y0, k.t(), e, beta=0.0, alpha=dt)
     return y1, err

@@ -33,7 +33,20 @@ def interp_powers(t0: float, t1: float, ts: Sequence[float]) -> list[list[float]
     return rows
 
 
-def interp_evaluate(coeffs: torch.Tensor, t0: float, t1: float, ts: Sequence[float]) -> torch.Tensor:
-    """The quartic at each time of ``ts`` (all in [t0, t1]): shape ``(len(ts), n)``."""
-    powers = torch.tensor(interp_powers(t0, t1, ts), dtype=coeffs.dtype, device=coeffs.device)
-    return torch.mm(powers, coeffs)
+def interp_evaluate(coeffs: torch.Tensor, t0: float, t1: float, ts: Sequence[float],
+                    shifts: torch.Tensor | None = None) -> torch.Tensor:
+    """The quartic at each time of ``ts`` (all in [t0, t1]): shape ``(len(ts), n)``.
+
+    ``shifts`` (zero-valued, one per time, in float64) carry the derivative of each evaluation time relative to
+    the step's start; the powers are then built by the same float64 products from the shifted x, so the values
+    are unchanged and backprop gives the derivative of the quartic with respect to the output times.
+    """
+    if shifts is None:
+        powers = torch.tensor(interp_powers(t0, t1, ts), dtype=coeffs.dtype, device=coeffs.device)
+        return torch.mm(powers, coeffs)
+    xs = torch.tensor([(t - t0) / (t1 - t0) for t in ts], dtype=torch.float64, device=coeffs.device)
+    x = xs + shifts.to(torch.float64) / (t1 - t0)
+    columns = [torch.ones_like(x), x]
+    for _ in range(3):
+        columns.append(columns[-1] * x)
+    return torch.mm(torch.stack(columns, dim=1).to(coeffs.dtype), coeffs)

@@ -6,8 +6,8 @@ gqref's exceptions. Differences from torchdiffeq, all deliberate:
 - bad arguments raise :class:`gqref.errors.InputError` naming the argument (never ``assert``); a NaN/inf field, a
   step size underflow or too many steps raise gqref's :class:`~gqref.errors.SolverError` subclasses naming the time;
 - step sizes are not differentiated (they are Python floats), so backprop through ``odeint`` gives the exact
-  derivative of the computed solution with the accepted steps held fixed (as diffrax does); gradients with respect
-  to ``t`` are not provided (``t`` requiring grad is refused rather than silently ignored);
+  derivative of the computed solution with the accepted step sizes held fixed (as diffrax does), with respect to
+  ``t`` too (torchdiffeq also differentiates the step-size selection);
 - ``options["max_num_steps"]`` bounds the attempted steps of the whole solve (torchdiffeq: per output interval);
 - stage times are computed in float64 and passed to ``func`` in the state's dtype, without torchdiffeq's one-ulp
   ``Perturb`` nudges at a step's end.
@@ -102,9 +102,6 @@ def _state(y0) -> tuple[torch.Tensor, list[torch.Size], bool]:
 
 def _time_grid(t) -> tuple[np.ndarray, float]:
     if isinstance(t, torch.Tensor):
-        if t.requires_grad:
-            raise InputError("t requires grad, but gqtorch.odeint does not differentiate with respect to t "
-                             "(pass t.detach())")
         if t.is_complex():
             raise InputError(f"t must be a real tensor, got dtype {t.dtype}")
         t = t.detach().to("cpu", torch.float64).numpy()
@@ -114,6 +111,33 @@ def _time_grid(t) -> tuple[np.ndarray, float]:
         if isinstance(error, InputError):
             raise
         raise InputError(f"t must be a 1-D tensor or sequence of real times: {error}") from None
+
+
+def _time_shift(t: torch.Tensor, i: int, like: torch.Tensor) -> torch.Tensor:
+    """t_i − t_i.detach(): zero in value, with derivative one with respect to t_i (in ``like``'s dtype/device)."""
+    return (t[i] - t[i].detach()).to(dtype=like.dtype, device=like.device)
+
+
+def _time_shifted(field: FlatField, flat: torch.Tensor, t: torch.Tensor, solve: Callable) -> tuple:
+    """``solve(y0)`` with gradients reaching ``t`` through the flow's time identities; returns (ys, solve's
+    counters, the evaluations added here).
+
+    Shifting t_0 by δ with y_0 held is, to first order, starting at t_0 from y_0 − δ·f(t_0, y_0); moving t_i by δ
+    moves y(t_i) by δ·f(t_i, y_i). So the solve starts from y_0 − (t_0 − t_0.detach())·f_0 (equal to y_0 in value)
+    and each output y_i (i ≥ 1) gets + (t_i − t_i.detach())·f(t_i, y_i): the values are untouched and backprop gives
+    dL/dt_i = f(t_i, y_i)·dL/dy_i and dL/dt_0 = −f(t_0, y_0)·dL/dy_0 (dL/dy_0 through the whole solve), the
+    identities the adjoint and GQ gradients use. The f values are detached: they carry no second derivatives.
+    """
+    times = t.detach().to(flat.dtype)
+    with torch.no_grad():
+        f_start = field(times[0], flat.detach())
+    shift_0 = _time_shift(t, 0, flat)
+    ys, counters = solve(flat - shift_0 * f_start)
+    with torch.no_grad():
+        f_outputs = [field(times[i], ys[i].detach()) for i in range(1, ys.shape[0])]
+    shifted = [ys[0] + shift_0 * f_start]  # y(t_0) = y_0 does not depend on t_0
+    shifted += [ys[i] + _time_shift(t, i, flat) * f_outputs[i - 1] for i in range(1, ys.shape[0])]
+    return torch.stack(shifted), counters, ys.shape[0]
 
 
 def _tolerance_number(name: str, value) -> float:
@@ -186,7 +210,11 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str 
     ``return_stats=True`` returns ``(ys, stats)`` with ``stats`` a :class:`gqref.Stats` (``nfe``: every
     evaluation of ``func``; ``n_accepted``, ``n_rejected``: steps). ``event_fn`` is not supported.
 
-    Backprop through the result gives the exact derivative of the computed solution (step sizes held fixed).
+    Backprop through the result gives the exact derivative of the computed solution (step sizes held fixed)
+    with respect to ``y0``, everything ``func`` closes over and, for dopri5, ``t`` (stage times move with t[0],
+    each output's position in its step with its own time: gqref's ``discrete`` gradient). For the fixed-grid
+    methods dL/dt comes from the flow's time identities instead (see :func:`_time_shifted`; K + 1 more
+    evaluations, counted in ``nfe``).
     Raises :class:`gqref.errors.InputError` for bad arguments and :class:`gqref.errors.SolverError` subclasses
     (non-finite field, step size underflow, too many steps) with the time where the solve stopped.
     """
@@ -217,18 +245,33 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str 
         norm = as_norm(options.get("norm"), block_sizes, field.split, dtype, device)
         control = CONTROLLERS["torchdiffeq"]
         tab = torch_tableau(control.tableau, dtype, device)
-        status, s_stop, ys, nfe, n_acc, n_rej = integrate_adaptive(
-            field, flat, s_list, direction, rtol, atol_flat, norm, control, first_step, max_steps, tab)
+
+        def integrate(y_start: torch.Tensor, time_shifts: torch.Tensor | None = None):
+            status, s_stop, ys, nfe, n_acc, n_rej = integrate_adaptive(
+                field, y_start, s_list, direction, rtol, atol_flat, norm, control, first_step, max_steps, tab,
+                time_shifts)
+            raise_for_status(int(status), float(direction * s_stop), max_steps=max_steps)
+            return ys, (nfe, n_acc, n_rej)
     else:
         step_size = options.get("step_size")
         if step_size is not None:
             step_size = _tolerance_number("options['step_size']", step_size)
-        max_steps = 0
         grid = step_size_grid(s_out, step_size).tolist()
         tab = torch_tableau(FIXED_GRID_TABLEAUX[method], dtype, device)
-        status, s_stop, ys, nfe, n_acc = integrate_fixed(field, flat, s_list, direction, grid, tab)
-        n_rej = 0
-    raise_for_status(int(status), float(direction * s_stop), max_steps=max_steps)
+
+        def integrate(y_start: torch.Tensor):
+            status, s_stop, ys, nfe, n_acc = integrate_fixed(field, y_start, s_list, direction, grid, tab)
+            raise_for_status(int(status), float(direction * s_stop), max_steps=0)
+            return ys, (nfe, n_acc, 0)
+
+    t_grad = isinstance(t, torch.Tensor) and t.requires_grad and torch.is_grad_enabled()
+    if t_grad and method in ADAPTIVE_METHODS:  # the exact derivative with frozen step sizes
+        ys, (nfe, n_acc, n_rej) = integrate(flat, (t - t.detach()).to(device))
+    elif t_grad:  # fixed grids: the grid itself moves with t, so use the flow's time identities
+        ys, (nfe, n_acc, n_rej), nfe_times = _time_shifted(field, flat, t, integrate)
+        nfe += nfe_times
+    else:
+        ys, (nfe, n_acc, n_rej) = integrate(flat)
     n_t = len(s_list)
     if is_tuple:
         ys = tuple(block.reshape(n_t, *shape) for block, shape in zip(ys.split(field.sizes, dim=1), shapes))
