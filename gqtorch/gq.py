@@ -98,7 +98,8 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
     control = CONTROLLERS["torchdiffeq"]
     tab = torch_tableau(control.tableau, dtype, device)
     state = torch.cat((ys[-1], dL_dy[-1]))
-    dL_dparams = [torch.zeros_like(p) for p in params]  # preallocated; every node sum is added in place
+    # the first interval's node sums become the accumulators (no zero-filled P-sized copies); later ones add in place
+    dL_dparams: list[torch.Tensor | None] = [None] * len(params)
     dL_dt = torch.zeros(len(t), dtype=dtype, device=device) if t_grad else None
     dL_dt0 = torch.zeros((), dtype=dtype, device=device)
     batched = stats.batched_nodes is not False
@@ -125,9 +126,9 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
         if params or t_grad:
             cotangents = back[1:-1, size:] * (w_ref * (orientation * abs(half))).unsqueeze(1)
             grads, batched = node_vjps(field, taus, back[1:-1, :size], cotangents, params, t_grad, batched)
-            for buffer, grad in zip(dL_dparams, grads):
+            for j, grad in enumerate(grads[:len(params)]):
                 if grad is not None:
-                    buffer.add_(grad)
+                    dL_dparams[j] = grad if dL_dparams[j] is None else dL_dparams[j].add_(grad)
             if t_grad and grads[-1] is not None:
                 dL_dt0 += grads[-1].sum()
         nfe += nfe_b + n  # each node costs one more evaluation (with its VJP)
@@ -137,6 +138,7 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
     if t_grad:
         dL_dt[0] = dL_dt0
         dL_dt = dL_dt.to(setup.t_dtype)
+    dL_dparams = [torch.zeros_like(p) if g is None else g for p, g in zip(params, dL_dparams)]
     stats.nfe_backward = nfe
     stats.steps_backward = steps
     stats.nodes = tuple(reversed(nodes_used))

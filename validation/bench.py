@@ -7,11 +7,11 @@ import importlib
 from pathlib import Path
 
 HELP = "time gq against scipy and torchdiffeq"
-# benchmark name -> module with run(repeats, quick, out) -> int
+# benchmark name -> module with run(repeats, quick, out, **options) -> int
 BENCHMARKS: dict[str, str] = {
     "solver": "validation.bench_solver",
+    "reference": "validation.bench_reference",
     "gradients": "validation.bench_gradients",
-    "training": "validation.bench_training",
 }
 DEFAULT_REPEATS = 20
 
@@ -22,6 +22,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"timed runs per solver, interleaved round-robin (default {DEFAULT_REPEATS})")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (3 repeats)")
     parser.add_argument("--out", type=Path, default=None, help="JSON results path (default results/bench_<which>.json)")
+    parser.add_argument("--widths", type=_int_list, default=None,
+                        help="gradients only: comma-separated hidden widths (default 100,500,1000,2000,3000)")
+    parser.add_argument("--tasks", type=lambda s: tuple(s.split(",")), default=None,
+                        help="gradients only: comma-separated tasks among g1d,nested-spheres (default both)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="gradients only: skip the peak-memory measurements (one fresh process each)")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return values
 
 
 def main(args: argparse.Namespace) -> int:
@@ -29,4 +45,9 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--repeats must be at least 1")
     out = args.out if args.out is not None else Path("results") / f"bench_{args.which}.json"
     module = importlib.import_module(BENCHMARKS[args.which])
-    return module.run(repeats=args.repeats, quick=args.quick, out=out)
+    options = {}
+    if args.which == "gradients":
+        options = {"widths": args.widths, "tasks": args.tasks, "memory": not args.no_memory}
+    elif args.widths is not None or args.tasks is not None or args.no_memory:
+        raise SystemExit("--widths, --tasks and --no-memory: options for `bench gradients` only")
+    return module.run(repeats=args.repeats, quick=args.quick, out=out, **options)

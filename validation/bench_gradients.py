@@ -1,82 +1,166 @@
-"""``bench gradients``: gqref's gradient methods side by side on a softplus MLP field with parameters ≫ state.
+"""``bench gradients``: one training step (forward + backward) on the paper's tasks with every gradient method.
 
-Time per gradient (forward + backward) and evaluation counts of GQ, the backsolve adjoint, its seminorm variant
-and the frozen-step derivative, interleaved as in ``bench solver``, at several widths. GQ's advantage is structural:
-its backward state is 2S numbers while the adjoint's is 1 + 2S + P, and the parameters enter neither its dynamics
-nor its step control.
+Tasks (issue 4, PAPER.md §7.1–7.2): g1d (batch 2, state 4, autonomous MLP 4 → W → W → 4, MSE on z₁(1)) and
+nested spheres (batch 200, state 5, MLP on [z, t] 6 → W → W → 5, Linear(5 → 2) readout, cross-entropy);
+dopri5 rtol = atol = 1e-3, GQ's C = 0.1, t = [0, 1], float32, one thread. Methods: gqtorch direct / adjoint /
+seminorm / GQ and torchdiffeq direct / adjoint / seminorm, all from one set of initial weights, timed interleaved
+(medians). Each method's parameter gradient is compared with gqtorch's direct one. With ``--memory`` each
+(task, width, method) also runs once in a fresh process to measure the step's peak memory
+(:mod:`validation.bench_memory`), plus a sweep over solver tolerances showing which methods' memory grows with NFE.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchdiffeq
 
-import gqref
-from gqref import problems
-from validation.bench_solver import QUICK_REPEATS, time_interleaved
+import gqtorch
+from validation.bench_memory import measure_in_subprocess
+from validation.bench_solver import QUICK_REPEATS, time_interleaved, torch_threads
 from validation.results import environment, write_json_atomic
+from validation.tasks.g1d import G1dField, g1d_data, g1d_readout
+from validation.tasks.nested_spheres import NestedSpheresField, nested_spheres_data, nested_spheres_readout
 
-STATE_DIM = 4
-WIDTHS = (256, 512, 1024)
-QUICK_WIDTHS = (32, 64)
-TOLERANCE = 1e-6
-TIMES = np.linspace(0.0, 1.0, 5)
-# (label, method, GQ's node-rule constant C): the paper's default C = 0.1 and a generous C = 1
-VARIANTS = (("gq C=0.1", "gq", 0.1), ("gq C=1", "gq", 1.0), ("adjoint", "adjoint", None),
-            ("seminorm", "seminorm", None), ("discrete", "discrete", None))
-
-
-def _gradient_call(problem: problems.Problem, method: str, gtol: float | None):
-    cot = np.ones((len(problem.t), problem.state_dim))
-    extra = {} if gtol is None else {"gtol": gtol}
-
-    def call():
-        return gqref.gradient(problem.field, problem.y0, problem.t, problem.params, cot, method=method,
-                              rtol=TOLERANCE, atol=TOLERANCE, **extra)
-
-    return call
+WIDTHS = (100, 500, 1000, 2000, 3000)
+QUICK_WIDTHS = (20, 50)
+TOLERANCE = 1e-3
+GTOL = 0.1
+SEED = 0
+NESTED_SPHERES_BATCH = 200
+MEMORY_SWEEP = {"task": "nested-spheres", "width": 500, "tolerances": (1e-3, 1e-5, 1e-7)}
+QUICK_MEMORY_SWEEP = {"task": "g1d", "width": 20, "tolerances": (1e-3, 1e-5)}
+REFERENCE = "direct (gqtorch)"
 
 
-def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_gradients.json")) -> int:
-    """Print one table per width and write the medians, counts and gradient differences to ``out``."""
-    widths = QUICK_WIDTHS if quick else WIDTHS
+def solvers(tolerance: float = TOLERANCE) -> dict[str, Callable]:
+    """Method label → solve(func, y0, t), every one at rtol = atol = ``tolerance``."""
+    opts = {"rtol": tolerance, "atol": tolerance}
+    seminorm = {"adjoint_options": {"norm": "seminorm"}}
+    return {
+        "direct (gqtorch)": lambda f, y0, t: gqtorch.odeint(f, y0, t, **opts),
+        "adjoint (gqtorch)": lambda f, y0, t: gqtorch.odeint_adjoint(f, y0, t, **opts),
+        "seminorm (gqtorch)": lambda f, y0, t: gqtorch.odeint_adjoint(f, y0, t, **seminorm, **opts),
+        "gq (gqtorch)": lambda f, y0, t: gqtorch.odeint_adjoint_gq(f, y0, t, gtol=GTOL, **opts),
+        "direct (torchdiffeq)": lambda f, y0, t: torchdiffeq.odeint(f, y0, t, method="dopri5", **opts),
+        "adjoint (torchdiffeq)": lambda f, y0, t: torchdiffeq.odeint_adjoint(f, y0, t, method="dopri5", **opts),
+        "seminorm (torchdiffeq)": lambda f, y0, t: torchdiffeq.odeint_adjoint(f, y0, t, method="dopri5",
+                                                                              **seminorm, **opts),
+    }
+
+
+@dataclass
+class TrainingStep:
+    """One task at one width: ``step(solve)`` zeroes the gradients, runs forward + backward, returns ∇θ of f."""
+
+    field: torch.nn.Module
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    y0: torch.Tensor
+    t: torch.Tensor
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.field.parameters())
+
+    def step(self, solve: Callable) -> np.ndarray:
+        self.field.zero_grad(set_to_none=True)
+        z1 = solve(self.field, self.y0, self.t)[-1]
+        self.loss(z1).backward()
+        return torch.cat([p.grad.reshape(-1) for p in self.field.parameters()]).detach().numpy()
+
+
+def training_step(task: str, width: int, seed: int = SEED) -> TrainingStep:
+    """The task's model (initial weights from ``seed``), data batch and loss."""
+    torch.manual_seed(seed)
+    t = torch.tensor([0.0, 1.0])
+    if task == "g1d":
+        z0, target = g1d_data()
+        return TrainingStep(G1dField(width), lambda z1: torch.mean((g1d_readout(z1) - target) ** 2), z0, t)
+    if task == "nested-spheres":
+        field = NestedSpheresField(width)
+        readout = nested_spheres_readout()
+        z0, labels = nested_spheres_data(NESTED_SPHERES_BATCH // 2, torch.Generator().manual_seed(seed))
+        return TrainingStep(field, lambda z1: torch.nn.functional.cross_entropy(readout(z1), labels), z0, t)
+    raise ValueError(f"unknown task {task!r}; expected 'g1d' or 'nested-spheres'")
+
+
+TASKS = ("g1d", "nested-spheres")
+
+
+def _time_task(task: str, width: int, repeats: int) -> dict:
+    setup = training_step(task, width)
+    calls = {name: (lambda solve=solve: setup.step(solve)) for name, solve in solvers().items()}
+    grads = {name: call() for name, call in calls.items()}  # warm-up, and the gradients to compare
+    print(f"{task} width {width}: timing …", file=sys.stderr)
+    times = time_interleaved(calls, repeats)
+    reference = grads[REFERENCE]
+    scale = float(np.max(np.abs(reference)))
+    rows = [{"method": name, "median_s": float(np.median(times[name])),
+             "relative_difference_vs_direct": float(np.max(np.abs(grads[name] - reference)) / scale)}
+            for name in calls]
+    return {"task": task, "width": width, "parameters": setup.parameters(), "methods": rows}
+
+
+def _print_timing(record: dict) -> None:
+    rows = {r["method"]: r for r in record["methods"]}
+    gq = rows["gq (gqtorch)"]["median_s"]
+    print(f"### {record['task']}, width {record['width']}, {record['parameters']:,} parameters\n")
+    print("| method | median step | time / GQ | ‖Δ∇θ‖∞/‖∇θ‖∞ vs direct | peak memory |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        memory = r.get("peak_memory_mb")
+        memory = "—" if memory is None else f"{memory:.1f} MB"
+        print(f"| {name} | {r['median_s'] * 1e3:.3g} ms | {r['median_s'] / gq:.2f}× | "
+              f"{r['relative_difference_vs_direct']:.1e} | {memory} |")
+    print()
+
+
+def _memory_sweep(sweep: dict) -> list[dict]:
+    """Peak memory of each method at several tolerances (more NFE as the tolerance tightens)."""
+    rows = []
+    for tolerance in sweep["tolerances"]:
+        for method in solvers():
+            measured = measure_in_subprocess(sweep["task"], sweep["width"], method, tolerance)
+            rows.append({"tolerance": tolerance, "method": method, **measured})
+    print(f"### Peak memory vs tolerance: {sweep['task']}, width {sweep['width']}\n")
+    print("| method | " + " | ".join(f"tol {tol:g}" for tol in sweep["tolerances"]) + " |")
+    print("|---|" + "---:|" * len(sweep["tolerances"]))
+    for method in solvers():
+        cells = [next(r for r in rows if r["method"] == method and r["tolerance"] == tol)
+                 for tol in sweep["tolerances"]]
+        print(f"| {method} | " + " | ".join(f"{c['peak_memory_mb']:.1f} MB (NFE {c['nfe']})" for c in cells) + " |")
+    print()
+    return rows
+
+
+def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_gradients.json"),
+        widths: tuple[int, ...] | None = None, tasks: tuple[str, ...] | None = None, memory: bool = True) -> int:
+    widths = widths or (QUICK_WIDTHS if quick else WIDTHS)
+    tasks = tasks or TASKS
     repeats = min(repeats, QUICK_REPEATS) if quick else repeats
     env = environment()
-    print("## Gradient benchmark (gqref): GQ vs adjoint vs seminorm vs frozen-step derivative\n")
-    print(f"softplus MLP field, state {STATE_DIM}, rtol = atol = {TOLERANCE:g}, outputs at {TIMES.tolist()}; "
-          f"{repeats} interleaved rounds, medians; {env['platform']}\n")
+    print("## Training-step benchmark: g1d and nested spheres, every gradient method\n")
+    print(f"dopri5 rtol = atol = {TOLERANCE:g}, GQ C = {GTOL}, t = [0, 1], float32, one thread, {repeats} interleaved "
+          f"rounds, medians; peak memory: one step in a fresh process (see validation/bench_memory.py); "
+          f"{env['platform']}\n")
     records = []
-    for width in widths:
-        problem = problems.mlp(width=width, seed=0, state_dim=STATE_DIM, time_dependent=True, t=TIMES)
-        calls = {label: _gradient_call(problem, method, gtol) for label, method, gtol in VARIANTS}
-        results = {m: call() for m, call in calls.items()}  # warm-up (compiles), answers and counters
-        print(f"width {width} ({problem.params.size} parameters): timing …", file=sys.stderr)
-        times = time_interleaved(calls, repeats)
-        reference = results["discrete"].dL_dparams
-        scale = np.max(np.abs(reference))
-        rows = []
-        for m in calls:
-            d = results[m].diagnostics
-            rows.append({
-                "method": m, "median_s": float(np.median(times[m])), "nfe_forward": d.nfe_forward,
-                "nfe_backward": d.nfe_backward, "steps_backward": d.steps_backward, "nodes": list(d.nodes),
-                "relative_difference_vs_discrete": float(np.max(np.abs(results[m].dL_dparams - reference)) / scale),
-            })
-        gq_time = rows[0]["median_s"]
-        print(f"### width {width}, {problem.params.size} parameters\n")
-        print("| method | median time | time / GQ C=0.1 | NFE fwd | NFE bwd | backward steps | nodes "
-              "| ‖Δ∇θ‖/‖∇θ‖ vs discrete |")
-        print("|---|---:|---:|---:|---:|---:|---|---:|")
-        for r in rows:
-            print(f"| {r['method']} | {r['median_s'] * 1e3:.3g} ms | {r['median_s'] / gq_time:.2f}× | "
-                  f"{r['nfe_forward']} | {r['nfe_backward']} | {r['steps_backward']} | "
-                  f"{','.join(map(str, r['nodes'])) or '—'} | {r['relative_difference_vs_discrete']:.1e} |")
-        print()
-        records.append({"width": width, "parameters": int(problem.params.size), "methods": rows})
-    write_json_atomic(out, {"benchmark": "gradients", "environment": env,
-                            "settings": {"repeats": repeats, "state_dim": STATE_DIM, "tolerance": TOLERANCE,
-                                         "times": TIMES.tolist()}, "widths": records})
+    with torch_threads(1):
+        for task in tasks:
+            for width in widths:
+                record = _time_task(task, width, repeats)
+                if memory:
+                    for row in record["methods"]:
+                        row.update(measure_in_subprocess(task, width, row["method"], TOLERANCE))
+                _print_timing(record)
+                records.append(record)
+                write_json_atomic(out, {"benchmark": "gradients", "environment": env, "records": records})
+    sweep_rows = _memory_sweep(QUICK_MEMORY_SWEEP if quick else MEMORY_SWEEP) if memory else []
+    write_json_atomic(out, {"benchmark": "gradients", "environment": env, "records": records,
+                            "memory_sweep": sweep_rows,
+                            "settings": {"repeats": repeats, "tolerance": TOLERANCE, "gtol": GTOL, "seed": SEED}})
     print(f"results written to {out}")
     return 0
