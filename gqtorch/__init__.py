@@ -6,6 +6,8 @@ gqref's exception types, and reports solver statistics (:class:`Stats`) with ``r
 through it gives the exact derivative of the computed solution. ``odeint_adjoint_gq`` differentiates by the GQ
 method (Norcliffe & Deisenroth 2023), ``odeint_adjoint`` by torchdiffeq's backsolve adjoint (full norm or
 ``adjoint_options=dict(norm="seminorm")``); both report :class:`GradientStats` with ``return_stats=True``.
+Neural SDEs train as ODEs driven by smooth noise (:class:`SmoothNoise`, :class:`WongZakaiODE`) and sample with
+torchsde through :class:`StratonovichSDE` (``gqtorch.sde.sdeint``).
 """
 
 from gqref.errors import (
@@ -20,6 +22,7 @@ from gqref.solve import Stats
 from gqtorch.adjoint import odeint_adjoint
 from gqtorch.augmented import GradientStats
 from gqtorch.gq import odeint_adjoint_gq
+from gqtorch.sde import SmoothNoise, StratonovichSDE, WongZakaiODE
 from gqtorch.solve import METHODS, odeint
 
 __all__ = [
@@ -29,9 +32,12 @@ __all__ = [
     "InputError",
     "MaxStepsExceededError",
     "NonFiniteFieldError",
+    "SmoothNoise",
     "SolverError",
     "Stats",
     "StepSizeUnderflowError",
+    "StratonovichSDE",
+    "WongZakaiODE",
     "odeint",
     "odeint_adjoint",
     "odeint_adjoint_gq",

@@ -13,6 +13,9 @@ import sys
 COMMANDS: dict[str, str] = {
     "bench": "validation.bench",
     "demo": "validation.demo",
+    "g1d": "validation.tasks.g1d",
+    "nested-spheres": "validation.tasks.nested_spheres",
+    "sines": "validation.tasks.sines",
 }
 
 

@@ -33,3 +33,48 @@ def g1d_data(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Te
 def g1d_readout(z1: torch.Tensor) -> torch.Tensor:
     """The prediction: the first coordinate of z(1)."""
     return z1[:, 0:1]
+
+
+# --- the training task -------------------------------------------------------------------------------------------
+
+NAME = "g1d"
+HELP = "g1d: the 1-D crossing map (PAPER.md §7.1), MSE"
+DEFAULTS = {"width": 100, "epochs": 150, "lr": 0.01, "batch_size": 2}
+QUICK = {"width": 8, "epochs": 2}
+
+
+class G1dModel(torch.nn.Module):
+    """z(1) of the augmented ODE from the zero-augmented input; the prediction is its first coordinate."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.field = G1dField(width)
+
+    def forward(self, z0: torch.Tensor, solve) -> torch.Tensor:
+        t = torch.tensor([0.0, 1.0], dtype=torch.float64, device=z0.device)
+        return g1d_readout(solve(self.field, z0, t)[-1])
+
+
+def build(args, generator: torch.Generator):
+    from validation.training import TaskSetup
+
+    z0, targets = g1d_data()
+    data = torch.utils.data.TensorDataset(z0, targets)
+    model = G1dModel(args.width)
+    return TaskSetup(model=model, field=model.field, train=data, val=data, loss=mse, metric=mse, metric_name="mse",
+                     data_source="the two g1d points x = ∓1 → y = ±1 (training set = validation set)")
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.mean((pred - target) ** 2)
+
+
+def _command():
+    import sys
+
+    from validation.training import task_command
+
+    return task_command(sys.modules[__name__])
+
+
+configure, main = _command()

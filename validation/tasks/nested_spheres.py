@@ -50,3 +50,58 @@ def nested_spheres_data(n_per_class: int, generator: torch.Generator,
 def nested_spheres_readout() -> torch.nn.Linear:
     """The classifier on z(1): Linear(5 → 2)."""
     return torch.nn.Linear(AUGMENTED_DIM, N_CLASSES)
+
+
+# --- the training task -------------------------------------------------------------------------------------------
+
+NAME = "nested-spheres"
+HELP = "nested spheres: 2-D points inside a ball vs a ring (PAPER.md §7.2), cross-entropy, accuracy"
+DEFAULTS = {"width": 100, "epochs": 100, "lr": 0.01, "batch_size": 200}
+QUICK = {"width": 8, "epochs": 2, "batch_size": 50}
+TRAIN_PER_CLASS, VAL_PER_CLASS = 1000, 50
+QUICK_TRAIN_PER_CLASS, QUICK_VAL_PER_CLASS = 50, 10
+
+
+class NestedSpheresModel(torch.nn.Module):
+    """Linear(5 → 2) logits on z(1)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.field = NestedSpheresField(width)
+        self.readout = nested_spheres_readout()
+
+    def forward(self, z0: torch.Tensor, solve) -> torch.Tensor:
+        t = torch.tensor([0.0, 1.0], dtype=torch.float64, device=z0.device)
+        return self.readout(solve(self.field, z0, t)[-1])
+
+
+def accuracy_percent(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return 100.0 * (logits.argmax(dim=1) == labels).double().mean()
+
+
+def build(args, generator: torch.Generator):
+    from validation.training import TaskSetup
+
+    n_train, n_val = (QUICK_TRAIN_PER_CLASS, QUICK_VAL_PER_CLASS) if args.quick else (TRAIN_PER_CLASS, VAL_PER_CLASS)
+    train = torch.utils.data.TensorDataset(*nested_spheres_data(n_train, generator))
+    val = torch.utils.data.TensorDataset(*nested_spheres_data(n_val, generator))
+    model = NestedSpheresModel(args.width)
+    return TaskSetup(model=model, field=model.field, train=train, val=val,
+                     loss=torch.nn.functional.cross_entropy, metric=accuracy_percent, metric_name="accuracy_%",
+                     data_source=f"generated: {2 * n_train} training and {2 * n_val} validation points from the "
+                                 f"seeded generator")
+
+
+def variant(args) -> str:
+    return f"gtol{args.gtol:g}"
+
+
+def _command():
+    import sys
+
+    from validation.training import task_command
+
+    return task_command(sys.modules[__name__])
+
+
+configure, main = _command()
