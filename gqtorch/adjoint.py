@@ -15,7 +15,8 @@ import torch
 
 from gqref.controller import CONTROLLERS
 from gqref.errors import InputError, raise_for_status
-from gqref.solve import output_times
+from gqref.solve import output_times, positive_number
+from gqref.tableau import FIXED_GRID_TABLEAUX
 from gqtorch.adaptive import integrate_adaptive
 from gqtorch.augmented import (
     AdjointDynamics,
@@ -27,11 +28,13 @@ from gqtorch.augmented import (
     check_times,
     max_steps_option,
 )
+from gqtorch.fixed_grid import integrate_fixed, step_size_grid
 from gqtorch.gq import BacksolveFunction, _Setup, user_outputs
-from gqtorch.solve import FlatField, _state
+from gqtorch.solve import ADAPTIVE_METHODS, METHODS, FlatField, _state
 from gqtorch.tableau import torch_tableau
 
 ADJOINT_OPTIONS = ("norm", "max_num_steps")
+FIXED_ADJOINT_OPTIONS = ("step_size",)
 
 
 def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
@@ -50,7 +53,8 @@ def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, param
     n_total = sum(blocks)
     atol = torch.full((n_total,), setup.adjoint_atol, dtype=dtype, device=device)
     control = CONTROLLERS["torchdiffeq"]
-    tab = torch_tableau(control.tableau, dtype, device)
+    tableau = control.tableau if setup.adjoint_method == "dopri5" else FIXED_GRID_TABLEAUX[setup.adjoint_method]
+    tab = torch_tableau(tableau, dtype, device)
     x = torch.cat([ys.new_zeros(1), ys[-1], dL_dy[-1], *(p.new_zeros(p.numel()).to(dtype) for p in params)])
     dL_dt = torch.zeros(len(t), dtype=dtype, device=device) if t_grad else None
     nfe = steps = 0
@@ -62,9 +66,13 @@ def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, param
             dL_dt[i] = incoming
             nfe += 1
         s_out, direction = output_times([t[i], t[i - 1]])
-        status, s_stop, back, nfe_b, n_acc, _ = integrate_adaptive(
-            dynamics, x, s_out.tolist(), direction, setup.adjoint_rtol, atol, norm, control, None, setup.max_steps,
-            tab)
+        if setup.adjoint_method == "dopri5":
+            status, s_stop, back, nfe_b, n_acc, _ = integrate_adaptive(
+                dynamics, x, s_out.tolist(), direction, setup.adjoint_rtol, atol, norm, control, None,
+                setup.max_steps, tab)
+        else:
+            grid = step_size_grid(s_out, setup.adjoint_step_size).tolist()
+            status, s_stop, back, nfe_b, n_acc = integrate_fixed(dynamics, x, s_out.tolist(), direction, grid, tab)
         raise_for_status(int(status), float(direction * s_stop), max_steps=setup.max_steps)
         x = back[-1].clone()
         x[1:1 + size] = ys[i - 1]  # re-anchor to the forward solution
@@ -84,20 +92,26 @@ def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, param
     return x[1 + size:1 + 2 * size], dparams, dL_dt
 
 
-def _adjoint_options(adjoint_options, options) -> tuple[bool, dict]:
-    """(seminorm, options for the backward solve); like torchdiffeq they default to ``options`` less its norm."""
+def _adjoint_options(adjoint_options, options, adjoint_method: str) -> tuple[bool, dict, float | None]:
+    """(seminorm, options for the backward solve, fixed-grid step size); like torchdiffeq they default to
+    ``options`` less its norm."""
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"} if isinstance(options, dict) \
             else {}
     if not isinstance(adjoint_options, dict):
         raise InputError(f"adjoint_options must be a dict, got {type(adjoint_options).__name__}")
+    allowed = ADJOINT_OPTIONS if adjoint_method in ADAPTIVE_METHODS else FIXED_ADJOINT_OPTIONS
     for key in adjoint_options:
-        if key not in ADJOINT_OPTIONS:
-            raise InputError(f"adjoint_options[{key!r}] is not supported; supported: {list(ADJOINT_OPTIONS)}")
+        if key not in allowed:
+            raise InputError(f"adjoint_options[{key!r}] is not supported for adjoint_method {adjoint_method!r}; "
+                             f"supported: {list(allowed)}")
     norm = adjoint_options.get("norm")
     if norm not in (None, "seminorm"):
         raise InputError(f"adjoint_options['norm'] must be 'seminorm' or absent (the full norm), got {norm!r}")
-    return norm == "seminorm", adjoint_options
+    step_size = adjoint_options.get("step_size")
+    if step_size is not None:
+        step_size = positive_number("adjoint_options['step_size']", step_size)
+    return norm == "seminorm", adjoint_options, step_size
 
 
 def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
@@ -106,10 +120,12 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, meth
                    adjoint_options: dict | None = None, adjoint_params=None, return_stats: bool = False):
     """Solve like :func:`gqtorch.odeint`; differentiate by torchdiffeq's backsolve adjoint (same signature).
 
-    Why: O(1) memory in the number of steps, and the reference GQ is compared against. The backward solves are
-    dopri5 (``adjoint_method`` must be None or ``"dopri5"``) at ``adjoint_rtol``/``adjoint_atol`` (default: the
-    forward ones). ``adjoint_options``: ``norm="seminorm"`` (drop the parameter blocks from the step control) and
-    ``max_num_steps``. ``adjoint_params`` as in :func:`gqtorch.odeint_adjoint_gq`. ``return_stats=True`` returns
+    Why: O(1) memory in the number of steps, and the reference GQ is compared against. The backward solves use
+    ``adjoint_method`` (default: the forward ``method``, as torchdiffeq) at ``adjoint_rtol``/``adjoint_atol``
+    (default: the forward ones). ``adjoint_options`` (default: ``options`` less its norm, when the methods match):
+    for dopri5 ``norm="seminorm"`` (drop the parameter blocks from the step control) and ``max_num_steps``; for the
+    fixed-grid methods ``step_size`` (default: the output times are the grid). ``adjoint_params`` as in
+    :func:`gqtorch.odeint_adjoint_gq`. ``return_stats=True`` returns
     ``(ys, stats)`` (a :class:`GradientStats`, backward fields filled by ``backward``). ``event_fn`` is not
     supported. Bad arguments raise :class:`gqref.errors.InputError` naming the argument.
     """
@@ -120,10 +136,12 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, meth
     if not isinstance(return_stats, bool):
         raise InputError(f"return_stats must be a bool, got {return_stats!r}")
     method = check_method(method)
-    if adjoint_method not in (None, "dopri5"):
-        raise InputError(f"adjoint_method must be None or 'dopri5' (backward solves are dopri5), got "
+    adjoint_method = method if adjoint_method is None else adjoint_method
+    if adjoint_method not in METHODS:
+        raise InputError(f"adjoint_method must be one of {list(METHODS)} or None (the forward method), got "
                          f"{adjoint_method!r}")
-    seminorm, back_options = _adjoint_options(adjoint_options, options)
+    seminorm, back_options, step_size = _adjoint_options(
+        adjoint_options, options if adjoint_method == method else None, adjoint_method)
     params = adjoint_parameters(func, adjoint_params)
     back_rtol, back_atol = backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol)
     flat, shapes, is_tuple = _state(y0)
@@ -132,7 +150,9 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, meth
     stats = GradientStats(method="seminorm" if seminorm else "adjoint")
     setup = _Setup(func=func, field=FlatField(func, shapes, is_tuple), rtol=rtol, atol=atol, method=method,
                    options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, seminorm=seminorm,
-                   max_steps=max_steps_option(back_options), t_grad=t_grad, t_dtype=t.dtype,
+                   adjoint_method=adjoint_method, adjoint_step_size=step_size,
+                   max_steps=max_steps_option(back_options if adjoint_method in ADAPTIVE_METHODS else None),
+                   t_grad=t_grad, t_dtype=t.dtype,
                    t_host=t.detach().to("cpu", torch.float64).numpy().tolist(), stats=stats,
                    backward=adjoint_backward)
     ys = user_outputs(BacksolveFunction.apply(setup, flat, t, *params), setup.field)
