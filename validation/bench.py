@@ -26,6 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="gradients only: comma-separated hidden widths (default 100,500,1000,2000,3000)")
     parser.add_argument("--tasks", type=lambda s: tuple(s.split(",")), default=None,
                         help="gradients only: comma-separated tasks among g1d,nested-spheres (default both)")
+    parser.add_argument("--device", default="cpu", help="gradients only: cpu or cuda[:index] (default cpu)")
     parser.add_argument("--no-memory", action="store_true",
                         help="gradients only: skip the peak-memory measurements (one fresh process each)")
 
@@ -47,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     module = importlib.import_module(BENCHMARKS[args.which])
     options = {}
     if args.which == "gradients":
-        options = {"widths": args.widths, "tasks": args.tasks, "memory": not args.no_memory}
-    elif args.widths is not None or args.tasks is not None or args.no_memory:
-        raise SystemExit("--widths, --tasks and --no-memory: options for `bench gradients` only")
+        options = {"widths": args.widths, "tasks": args.tasks, "memory": not args.no_memory, "device": args.device}
+    elif args.widths is not None or args.tasks is not None or args.no_memory or args.device != "cpu":
+        raise SystemExit("--widths, --tasks, --device and --no-memory: options for `bench gradients` only")
     return module.run(repeats=args.repeats, quick=args.quick, out=out, **options)

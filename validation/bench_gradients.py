@@ -23,6 +23,7 @@ import torchdiffeq
 import gqtorch
 from validation.bench_memory import measure_in_subprocess
 from validation.bench_solver import QUICK_REPEATS, time_interleaved, torch_threads
+from validation.memory import PeakMemory
 from validation.results import environment, write_json_atomic
 from validation.tasks.g1d import G1dField, g1d_data, g1d_readout
 from validation.tasks.nested_spheres import NestedSpheresField, nested_spheres_data, nested_spheres_readout
@@ -67,23 +68,26 @@ class TrainingStep:
         return sum(p.numel() for p in self.field.parameters())
 
     def step(self, solve: Callable) -> np.ndarray:
+        """One forward + backward; the gradient comes back to the host (on CUDA that is the step's one sync)."""
         self.field.zero_grad(set_to_none=True)
         z1 = solve(self.field, self.y0, self.t)[-1]
         self.loss(z1).backward()
-        return torch.cat([p.grad.reshape(-1) for p in self.field.parameters()]).detach().numpy()
+        return torch.cat([p.grad.reshape(-1) for p in self.field.parameters()]).detach().cpu().numpy()
 
 
-def training_step(task: str, width: int, seed: int = SEED) -> TrainingStep:
-    """The task's model (initial weights from ``seed``), data batch and loss."""
+def training_step(task: str, width: int, seed: int = SEED, device: str = "cpu") -> TrainingStep:
+    """The task's model (initial weights from ``seed``), data batch and loss, on ``device``."""
     torch.manual_seed(seed)
-    t = torch.tensor([0.0, 1.0])
+    t = torch.tensor([0.0, 1.0], device=device)
     if task == "g1d":
-        z0, target = g1d_data()
-        return TrainingStep(G1dField(width), lambda z1: torch.mean((g1d_readout(z1) - target) ** 2), z0, t)
+        z0, target = (x.to(device) for x in g1d_data())
+        field = G1dField(width).to(device)
+        return TrainingStep(field, lambda z1: torch.mean((g1d_readout(z1) - target) ** 2), z0, t)
     if task == "nested-spheres":
-        field = NestedSpheresField(width)
-        readout = nested_spheres_readout()
-        z0, labels = nested_spheres_data(NESTED_SPHERES_BATCH // 2, torch.Generator().manual_seed(seed))
+        field = NestedSpheresField(width).to(device)
+        readout = nested_spheres_readout().to(device)
+        z0, labels = (x.to(device) for x in
+                      nested_spheres_data(NESTED_SPHERES_BATCH // 2, torch.Generator().manual_seed(seed)))
         return TrainingStep(field, lambda z1: torch.nn.functional.cross_entropy(readout(z1), labels), z0, t)
     raise ValueError(f"unknown task {task!r}; expected 'g1d' or 'nested-spheres'")
 
@@ -91,8 +95,8 @@ def training_step(task: str, width: int, seed: int = SEED) -> TrainingStep:
 TASKS = ("g1d", "nested-spheres")
 
 
-def _time_task(task: str, width: int, repeats: int) -> dict:
-    setup = training_step(task, width)
+def _time_task(task: str, width: int, repeats: int, device: str = "cpu") -> dict:
+    setup = training_step(task, width, device=device)
     calls = {name: (lambda solve=solve: setup.step(solve)) for name, solve in solvers().items()}
     grads = {name: call() for name, call in calls.items()}  # warm-up, and the gradients to compare
     print(f"{task} width {width}: timing …", file=sys.stderr)
@@ -102,6 +106,12 @@ def _time_task(task: str, width: int, repeats: int) -> dict:
     rows = [{"method": name, "median_s": float(np.median(times[name])),
              "relative_difference_vs_direct": float(np.max(np.abs(grads[name] - reference)) / scale)}
             for name in calls]
+    if device != "cpu":  # on CUDA the allocator's own peak counter, measured in this process
+        for row in rows:
+            memory = PeakMemory(device)
+            memory.start()
+            setup.step(solvers()[row["method"]])
+            row["peak_memory_mb"] = memory.peak_mb()
     return {"task": task, "width": width, "parameters": setup.parameters(), "methods": rows}
 
 
@@ -138,28 +148,29 @@ def _memory_sweep(sweep: dict) -> list[dict]:
 
 
 def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_gradients.json"),
-        widths: tuple[int, ...] | None = None, tasks: tuple[str, ...] | None = None, memory: bool = True) -> int:
+        widths: tuple[int, ...] | None = None, tasks: tuple[str, ...] | None = None, memory: bool = True,
+        device: str = "cpu") -> int:
     widths = widths or (QUICK_WIDTHS if quick else WIDTHS)
     tasks = tasks or TASKS
     repeats = min(repeats, QUICK_REPEATS) if quick else repeats
     env = environment()
     print("## Training-step benchmark: g1d and nested spheres, every gradient method\n")
-    print(f"dopri5 rtol = atol = {TOLERANCE:g}, GQ C = {GTOL}, t = [0, 1], float32, one thread, {repeats} interleaved "
-          f"rounds, medians; peak memory: one step in a fresh process (see validation/bench_memory.py); "
-          f"{env['platform']}\n")
+    print(f"dopri5 rtol = atol = {TOLERANCE:g}, GQ C = {GTOL}, t = [0, 1], float32, one CPU thread, device {device}, "
+          f"{repeats} interleaved rounds, medians; peak memory: one step in a fresh process (CPU, see "
+          f"validation/bench_memory.py) or CUDA's allocator peak; {env['platform']}\n")
     records = []
     with torch_threads(1):
         for task in tasks:
             for width in widths:
-                record = _time_task(task, width, repeats)
-                if memory:
+                record = _time_task(task, width, repeats, device)
+                if memory and device == "cpu":
                     for row in record["methods"]:
                         row.update(measure_in_subprocess(task, width, row["method"], TOLERANCE))
                 _print_timing(record)
                 records.append(record)
                 write_json_atomic(out, {"benchmark": "gradients", "environment": env, "records": records})
-    sweep_rows = _memory_sweep(QUICK_MEMORY_SWEEP if quick else MEMORY_SWEEP) if memory else []
-    write_json_atomic(out, {"benchmark": "gradients", "environment": env, "records": records,
+    sweep_rows = _memory_sweep(QUICK_MEMORY_SWEEP if quick else MEMORY_SWEEP) if memory and device == "cpu" else []
+    write_json_atomic(out, {"benchmark": "gradients", "environment": env, "device": device, "records": records,
                             "memory_sweep": sweep_rows,
                             "settings": {"repeats": repeats, "tolerance": TOLERANCE, "gtol": GTOL, "seed": SEED}})
     print(f"results written to {out}")
