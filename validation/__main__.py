@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "g1d": "validation.tasks.g1d",
     "nested-spheres": "validation.tasks.nested_spheres",
     "sines": "validation.tasks.sines",
+    "images": "validation.tasks.images",
 }
 
 
