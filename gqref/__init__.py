@@ -8,6 +8,7 @@ from gqref import problems
 from gqref._numba import njit
 from gqref.check import GradientReport, check_gradient
 from gqref.controller import CONTROLLERS, Controller, ErrorNorm
+from gqref.dense import DenseOutput, dense_output
 from gqref.errors import (
     GQError,
     InputError,
@@ -17,8 +18,11 @@ from gqref.errors import (
     StepSizeUnderflowError,
 )
 from gqref.field import VectorField
+from gqref.gq import QUADRATURES
 from gqref.gradient import GRADIENT_METHODS, Diagnostics, Gradient, gradient
+from gqref.kronrod import gauss_kronrod
 from gqref.quadrature import gauss_legendre, node_count
+from gqref.refinement import QuadratureLimitError
 from gqref.solve import METHODS, Solution, Stats, Steps, solve
 from gqref.tableau import DOPRI5, DOPRI5_SCIPY, EULER, MIDPOINT, RK4, Tableau
 
@@ -30,8 +34,10 @@ __all__ = [
     "GRADIENT_METHODS",
     "METHODS",
     "MIDPOINT",
+    "QUADRATURES",
     "RK4",
     "Controller",
+    "DenseOutput",
     "Diagnostics",
     "ErrorNorm",
     "GQError",
@@ -40,6 +46,7 @@ __all__ = [
     "InputError",
     "MaxStepsExceededError",
     "NonFiniteFieldError",
+    "QuadratureLimitError",
     "Solution",
     "SolverError",
     "Stats",
@@ -48,6 +55,8 @@ __all__ = [
     "Tableau",
     "VectorField",
     "check_gradient",
+    "dense_output",
+    "gauss_kronrod",
     "gauss_legendre",
     "gradient",
     "njit",

@@ -1,0 +1,127 @@
+"""Dense output of a finished dopri5 solve: every accepted step's quartic, so states can be read at any time later.
+
+``gqref.solve`` evaluates each step's quartic (:mod:`gqref.interp`) only at the output times it was given and keeps
+just the step ends (``Solution.steps``). GQ's "step" and "adaptive" quadratures choose their nodes after the
+backward solve, so :func:`dense_output` recovers the quartics by replaying the accepted steps with their recorded
+sizes: the same kernel functions on the same inputs (start state, FSAL slope, step start and size), so the
+coefficients are bit for bit those the solver used and :meth:`DenseOutput.evaluate` at an output time reproduces
+``Solution.ys`` exactly (tested). The price is the replay's evaluations, six per accepted step plus one, reported in
+``DenseOutput.nfe``; a solver that records its coefficients (as gqtorch's may) does not pay it.
+
+Accuracy: the quartic is Dormand–Prince's 4th-order continuous extension, so between step ends it adds an O(h⁵)
+local interpolation error to the solution's own error; both are controlled only through the solve's rtol/atol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gqref._numba import kernel
+from gqref.dopri5 import combine, dopri5_step
+from gqref.errors import NONFINITE_FIELD, SUCCESS, InputError, raise_for_status
+from gqref.field import VectorField, evaluate
+from gqref.interp import fit_matrix, interp_fit
+from gqref.solve import Solution, prepare_field
+from gqref.tableau import DOPRI5, float_tableau
+
+
+@dataclass(frozen=True)
+class DenseOutput:
+    """The piecewise-quartic continuous extension of a dopri5 solve.
+
+    Time runs in the solver's increasing variable s = ``direction``·t. Step j covers [``starts[j]``,
+    ``starts[j + 1]``] and ``coeffs[j, k]`` is the coefficient of xᵏ with x = (s − starts[j]) / (starts[j+1] −
+    starts[j]) (flat state). ``nfe`` is what recovering it cost (0 if the solver recorded it).
+    """
+
+    direction: float
+    starts: np.ndarray
+    coeffs: np.ndarray
+    nfe: int
+
+    @property
+    def step_times(self) -> np.ndarray:
+        """The step boundaries in the caller's time t (the first is the solve's initial time)."""
+        return self.direction * self.starts
+
+    def evaluate(self, t) -> np.ndarray:
+        """States at the times ``t`` (1-D, anywhere within the steps), shape ``(len(t), n)``, one vectorised call.
+
+        Each time is read from the first step whose end is at or beyond it (the solver's rule), with the powers
+        accumulated in :func:`gqref.interp.interp_evaluate`'s order, so results equal the solver's bit for bit.
+        """
+        s = self.direction * np.asarray(t, dtype=np.float64).reshape(-1)
+        if s.size and (np.min(s) < self.starts[0] or np.max(s) > self.starts[-1]):
+            raise InputError(f"dense output covers t in [{self.step_times[0]!r}, {self.step_times[-1]!r}]; "
+                             f"asked for t outside it")
+        owner = np.minimum(np.searchsorted(self.starts[1:], s, side="left"), len(self.coeffs) - 1)
+        lo, hi = self.starts[owner], self.starts[owner + 1]
+        x = ((s - lo) / (hi - lo))[:, None]
+        c = self.coeffs[owner]
+        total = c[:, 0] + x * c[:, 1]
+        x_power = x
+        for power in range(2, 5):
+            x_power = x_power * x
+            total = total + x_power * c[:, power]
+        return total
+
+
+def refit_steps(f, p, direction, y0, starts, sizes, a, c, e, b_mid, fit):
+    """Replay the accepted steps (start ``starts[j]``, size ``sizes[j]``) from ``y0``; fill their quartics.
+
+    Returns (status, coefficients (steps, 5, n), step-end states (steps, n), nfe).
+    """
+    n = y0.shape[0]
+    n_steps = sizes.shape[0]
+    n_stages = c.shape[0]
+    coeffs = np.zeros((n_steps, 5, n), dtype=y0.dtype)
+    ends = np.empty((n_steps, n), dtype=y0.dtype)
+    k = np.empty((n_stages, n), dtype=y0.dtype)
+    y = y0.copy()
+    y1 = np.empty_like(y0)
+    err = np.empty_like(y0)
+    y_mid = np.empty_like(y0)
+    evaluate(f, direction, starts[0], y, p, k[0])
+    nfe = 1
+    for j in range(n_steps):
+        dt = sizes[j]
+        failed = dopri5_step(f, p, direction, starts[j], dt, y, k, y1, err, a, c, e)
+        nfe += n_stages - 1 if failed < 0 else failed
+        if failed >= 0:
+            return NONFINITE_FIELD, coeffs, ends, nfe
+        combine(y_mid, y, k, b_mid, n_stages, dt)
+        interp_fit(coeffs[j], fit, y, y1, y_mid, k[0], k[n_stages - 1], dt)
+        for m in range(n):
+            ends[j, m] = y1[m]
+            y[m] = y1[m]
+            k[0, m] = k[n_stages - 1, m]  # FSAL, as in the solver
+    return SUCCESS, coeffs, ends, nfe
+
+
+REFIT = kernel(refit_steps)
+_TABLEAU = float_tableau(DOPRI5)  # the solver's default controller (torchdiffeq) uses this tableau's stages
+
+
+def dense_output(field: VectorField, solution: Solution, params: np.ndarray) -> DenseOutput:
+    """The dense output of ``solution``, a dopri5 solve of ``field`` (1-D state) with ``params``.
+
+    Replays the recorded steps; raises :class:`gqref.errors.InputError` if the replay does not land on the recorded
+    step ends bit for bit (a solve of another field, params or method).
+    """
+    ts = solution.ts
+    if len(ts) < 2 or len(solution.steps.hs) == 0:
+        raise InputError("dense output needs a solve with at least one accepted step")
+    direction = 1.0 if ts[-1] > ts[0] else -1.0
+    y0 = np.ascontiguousarray(solution.ys[0], dtype=np.float64).reshape(-1)
+    starts = np.concatenate([[direction * ts[0]], direction * solution.steps.ts])
+    sizes = np.abs(solution.steps.hs)
+    f, variant = prepare_field(field, y0, float(ts[0]), params)
+    status, coeffs, ends, nfe = getattr(REFIT, variant)(f, params, direction, y0, starts, sizes, _TABLEAU.a,
+                                                        _TABLEAU.c, _TABLEAU.e, _TABLEAU.b_mid, fit_matrix())
+    raise_for_status(int(status), float(ts[0]), max_steps=len(sizes))
+    if not np.array_equal(ends, solution.steps.ys.reshape(len(sizes), -1)):
+        raise InputError("replaying the recorded steps does not reproduce them: dense_output needs the dopri5 "
+                         "solve (torchdiffeq controller) of this field with these params")
+    return DenseOutput(direction=direction, starts=starts, coeffs=coeffs, nfe=int(nfe))
