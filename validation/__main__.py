@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "nested-spheres": "validation.tasks.nested_spheres",
     "sines": "validation.tasks.sines",
     "images": "validation.tasks.images",
+    "ornstein-uhlenbeck": "validation.tasks.ornstein_uhlenbeck",
 }
 
 
