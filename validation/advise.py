@@ -1,0 +1,58 @@
+"""``advise``: run :func:`gqtorch.advise` on one of the paper's training tasks and print its table.
+
+The task is built exactly as the training-step benchmark builds it (``validation.bench_gradients.training_step``:
+seeded weights and batch; dopri5 rtol = atol = 1e-3, GQ's C = 0.1, t = [0, 1], float32) and, as there, torch runs
+on one thread, so the advisor's timings can be set beside ``python -m validation bench gradients``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from gqtorch.advise import advise
+from validation.bench_gradients import GTOL, TASKS, TOLERANCE, training_step
+from validation.bench_solver import torch_threads
+
+HELP = "measured advice: which gradient method to train a task with (time, memory, gradient agreement)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
+    parser.add_argument("--task", choices=TASKS, required=True, help="the training task")
+    parser.add_argument("--width", type=_positive_int, required=True, help="hidden width of the field's MLP")
+    parser.add_argument("--steps", type=_positive_int, default=3,
+                        help="timed training steps per method, interleaved (default 3; one warm-up step first)")
+    parser.add_argument("--memory-budget", type=float, default=None, metavar="MB",
+                        help="peak memory budget in MiB: methods above it are excluded (default: none)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default cpu)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def main(args: argparse.Namespace) -> int:
+    """Build the task, run the advisor, print the table; 0 on success."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here")
+    if args.memory_budget is not None and args.memory_budget < 0:
+        raise SystemExit("--memory-budget must be non-negative (MiB)")
+    setup = training_step(args.task, args.width, device=str(device))
+    parameters = setup.parameters()
+    print(f"{args.task}, width {args.width}, {parameters:,} parameters; dopri5 rtol = atol = {TOLERANCE:g}, "
+          f"GQ C = {GTOL}, one CPU thread\n")
+    with torch_threads(1):  # as the gradients benchmark, so the two can be compared
+        advice = advise(setup.field, setup.y0, setup.t, lambda ys: setup.loss(ys[-1]), steps=args.steps,
+                        memory_budget=args.memory_budget, device=device, rtol=TOLERANCE, atol=TOLERANCE,
+                        gtol=GTOL)
+    print(advice)
+    return 0
