@@ -7,7 +7,8 @@ through it gives the exact derivative of the computed solution. ``odeint_adjoint
 method (Norcliffe & Deisenroth 2023), ``odeint_adjoint`` by torchdiffeq's backsolve adjoint (full norm or
 ``adjoint_options=dict(norm="seminorm")``); both report :class:`GradientStats` with ``return_stats=True``.
 Neural SDEs train as ODEs driven by smooth noise (:class:`SmoothNoise`, :class:`WongZakaiODE`) and sample with
-torchsde through :class:`StratonovichSDE` (``gqtorch.sde.sdeint``).
+torchsde through :class:`StratonovichSDE` (``gqtorch.sde.sdeint``). :func:`advise` measures the methods on the
+caller's own model and recommends the fastest whose gradient agrees.
 """
 
 from gqref.errors import (
@@ -20,6 +21,7 @@ from gqref.errors import (
 )
 from gqref.solve import Stats
 from gqtorch.adjoint import odeint_adjoint
+from gqtorch.advise import Advice, advise
 from gqtorch.augmented import GradientStats
 from gqtorch.gq import odeint_adjoint_gq
 from gqtorch.sde import SmoothNoise, StratonovichSDE, WongZakaiODE
@@ -27,6 +29,7 @@ from gqtorch.solve import METHODS, odeint
 
 __all__ = [
     "METHODS",
+    "Advice",
     "GQError",
     "GradientStats",
     "InputError",
@@ -38,6 +41,7 @@ __all__ = [
     "StepSizeUnderflowError",
     "StratonovichSDE",
     "WongZakaiODE",
+    "advise",
     "odeint",
     "odeint_adjoint",
     "odeint_adjoint_gq",

@@ -11,6 +11,7 @@ import sys
 
 # command name -> module; add a command by adding a module with the same three names.
 COMMANDS: dict[str, str] = {
+    "advise": "validation.advise",
     "bench": "validation.bench",
     "demo": "validation.demo",
     "g1d": "validation.tasks.g1d",

@@ -21,9 +21,9 @@ import torch
 import torchdiffeq
 
 import gqtorch
+from gqtorch.memory import PeakMemory
 from validation.bench_memory import measure_in_subprocess
 from validation.bench_solver import QUICK_REPEATS, time_interleaved, torch_threads
-from validation.memory import PeakMemory
 from validation.results import environment, write_json_atomic
 from validation.tasks.g1d import G1dField, g1d_data, g1d_readout
 from validation.tasks.nested_spheres import NestedSpheresField, nested_spheres_data, nested_spheres_readout
@@ -111,7 +111,7 @@ def _time_task(task: str, width: int, repeats: int, device: str = "cpu") -> dict
             memory = PeakMemory(device)
             memory.start()
             setup.step(solvers()[row["method"]])
-            row["peak_memory_mb"] = memory.peak_mb()
+            row["peak_memory_mb"] = memory.peak_mib()
     return {"task": task, "width": width, "parameters": setup.parameters(), "methods": rows}
 
 

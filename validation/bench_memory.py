@@ -1,7 +1,7 @@
 """Peak memory of one training step, measured in a fresh process (CPU: the resident-set high-water mark).
 
 The child builds the model and data, runs one warm-up step (lazy imports and caches are not the step's
-memory), then measures one training step with :class:`validation.memory.PeakMemory`: how far the resident-set
+memory), then measures one training step with :class:`gqtorch.memory.PeakMemory`: how far the resident-set
 high-water mark rose above the starting size, i.e. the memory the step itself needed beyond the model —
 gradients, the autograd graph (direct), the augmented states (adjoint), the node batch (GQ). A fresh process per
 measurement keeps
@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from validation.memory import PeakMemory
+from gqtorch.memory import PeakMemory
 
 
 def _measure(task: str, width: int, method: str, tolerance: float) -> dict:
@@ -33,7 +33,7 @@ def _measure(task: str, width: int, method: str, tolerance: float) -> dict:
     peak = PeakMemory("cpu")
     peak.start()
     setup.step(solve)
-    return {"peak_memory_mb": peak.peak_mb(), "nfe": counted.calls}
+    return {"peak_memory_mb": peak.peak_mib(), "nfe": counted.calls}
 
 
 class _CountingField(torch.nn.Module):

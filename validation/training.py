@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
-from validation.memory import PeakMemory
+from gqtorch.memory import PeakMemory
 from validation.methods import METHODS, Solver
 from validation.results import environment, write_json_atomic
 
@@ -249,7 +249,7 @@ def train_run(task, args: argparse.Namespace, seed: int) -> dict:
         history["val_metric"].append(val_metric)
         history["nfe_forward"].append(sum(nfe_f) / len(nfe_f))
         history["nfe_backward"].append(None if None in nfe_b else sum(nfe_b) / len(nfe_b))
-        history["peak_memory_mb"].append(memory.peak_mb())
+        history["peak_memory_mb"].append(memory.peak_mib())
         record["epochs_done"] = epoch + 1
         record["finished"] = epoch + 1 == args.epochs
         bar.set_postfix(loss=f"{train_loss:.3g}", val=f"{val_loss:.3g}", **{setup.metric_name: f"{val_metric:.3g}"})

@@ -51,8 +51,8 @@ import torch
 from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
+from gqtorch.memory import PeakMemory
 from gqtorch.sde import SmoothNoise, WongZakaiODE, sdeint
-from validation.memory import PeakMemory
 from validation.methods import Solver
 from validation.results import environment, write_json_atomic
 from validation.tasks.mlp import softplus_mlp
@@ -425,7 +425,7 @@ def train_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         history["val_logp"].append(logp)
         history["nfe_forward"].append(sum(nfe_f) / len(nfe_f))
         history["nfe_backward"].append(None if None in nfe_b else sum(nfe_b) / len(nfe_b))
-        history["peak_memory_mb"].append(memory.peak_mb())
+        history["peak_memory_mb"].append(memory.peak_mib())
         record["epochs_done"] = epoch + 1
         record["finished"] = epoch + 1 == args.epochs
         bar.set_postfix(loss=f"{history['train_loss'][-1]:.3g}", kl=f"{kl:.3g}")
