@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "sines": "validation.tasks.sines",
     "images": "validation.tasks.images",
     "ornstein-uhlenbeck": "validation.tasks.ornstein_uhlenbeck",
+    "toy-gradient": "validation.tasks.toy_gradient",
+    "report": "validation.report",
 }
 
 

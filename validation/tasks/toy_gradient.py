@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import gqtorch
 from validation.methods import METHODS
+from validation.peers import PEERS, available, solve_to_end
 from validation.results import environment, write_json_atomic
 
 NAME = "toy-gradient"
@@ -73,14 +74,16 @@ class ToyRun:
 
     values: dict[str, float]
     exact: dict[str, float]
-    nfe_forward: int
+    nfe_forward: int | None
     nfe_backward: int | None
     nodes: int | None
     time_s: float
     rel_errors: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rel_errors = {q: abs(self.values[q] - self.exact[q]) / abs(self.exact[q]) for q in QUANTITIES}
+        # a quantity a method does not provide (MALI/ACA: dL/dT) stays None
+        self.rel_errors = {q: None if self.values[q] is None else abs(self.values[q] - self.exact[q]) / abs(
+            self.exact[q]) for q in QUANTITIES}
 
 
 def toy_gradient(T: float, method: str, dtype: torch.dtype = torch.float64, rtol: float = RTOL, atol: float = ATOL,
@@ -92,6 +95,14 @@ def toy_gradient(T: float, method: str, dtype: torch.dtype = torch.float64, rtol
     t = torch.stack([torch.zeros((), dtype=dtype), t_end])
     opts = {"rtol": rtol, "atol": atol, "return_stats": True}
     began = time.perf_counter()
+    if method in PEERS:  # TorchDiffEqPack integrates to a number, so T gets no gradient
+        z_end = solve_to_end(method, func, z0, 0.0, T, rtol, atol)
+        loss = z_end.pow(2).sum()
+        d_z0, d_a = torch.autograd.grad(loss, (z0, func.a))
+        elapsed = time.perf_counter() - began
+        values = {"L": float(loss.detach()), "dL_dz0": float(d_z0.sum()), "dL_da": float(d_a), "dL_dT": None}
+        exact = exact_values(float(z0.detach()), float(func.a.detach()), float(t_end.detach()))
+        return ToyRun(values, exact, None, None, None, elapsed)
     if method == "direct":
         ys, stats = gqtorch.odeint(func, z0, t, **opts)
     elif method == "gq":
@@ -100,7 +111,7 @@ def toy_gradient(T: float, method: str, dtype: torch.dtype = torch.float64, rtol
         options = {"norm": "seminorm"} if method == "seminorm" else None
         ys, stats = gqtorch.odeint_adjoint(func, z0, t, adjoint_options=options, **opts)
     else:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        raise ValueError(f"method must be one of {list(METHODS + PEERS)}, got {method!r}")
     loss = ys[-1].pow(2).sum()
     d_z0, d_a, d_T = torch.autograd.grad(loss, (z0, func.a, t_end))
     elapsed = time.perf_counter() - began
@@ -113,6 +124,12 @@ def toy_gradient(T: float, method: str, dtype: torch.dtype = torch.float64, rtol
         nfe_forward, nfe_backward = stats.nfe_forward, stats.nfe_backward
         nodes = sum(stats.nodes) if method == "gq" else None
     return ToyRun(values, exact, int(nfe_forward), nfe_backward, nodes, elapsed)
+
+
+def usable_methods(methods: list[str]) -> tuple[list[str], list[str]]:
+    """(methods to run, peers left out because TorchDiffEqPack is not installed)."""
+    missing = [m for m in methods if m in PEERS and not available()]
+    return [m for m in methods if m not in missing], missing
 
 
 def _median(values: list) -> float | None:
@@ -217,8 +234,9 @@ def _positive(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                        help="gradient methods (default: all four)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS + PEERS, default=list(METHODS + PEERS),
+                        help="gradient methods (default: all four, plus MALI and ACA where TorchDiffEqPack is "
+                             "installed)")
     parser.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), default=list(DTYPES),
                         help="floating-point types (default: float32 float64)")
     parser.add_argument("--tol", type=_positive, default=RTOL, help=f"dopri5 rtol (default {RTOL:g})")
@@ -240,9 +258,13 @@ def main(args: argparse.Namespace) -> int:
             times = sweep_times(args.t_start, args.t_stop, args.t_step)
         except ValueError as error:
             raise SystemExit(f"toy-gradient: {error}") from None
-    methods = list(dict.fromkeys(args.methods))  # keep order, drop repeats
+    methods, unavailable = usable_methods(list(dict.fromkeys(args.methods)))  # keep order, drop repeats
+    for method in unavailable:
+        print(f"toy gradient: {method} is unavailable (TorchDiffEqPack is not installed: pip install --no-deps "
+              f"TorchDiffEqPack==1.0.1)")
     dtypes = list(dict.fromkeys(args.dtypes))
     record = run_sweep(times, methods, dtypes, args.tol, args.atol, args.gtol, progress=not args.no_progress)
+    record["unavailable"] = unavailable
     record["config"].update({"quick": bool(args.quick), "t_start": times[0], "t_stop": times[-1],
                              "t_step": args.t_step, "n_T": len(times)})
     record["environment"] = environment()
