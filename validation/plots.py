@@ -21,7 +21,8 @@ matplotlib.use("Agg")  # files only: works without a display and in worker proce
 import matplotlib.pyplot as plt
 import numpy as np
 
-METHOD_COLOURS = {"direct": "tab:blue", "adjoint": "tab:orange", "seminorm": "tab:green", "gq": "tab:red"}
+METHOD_COLOURS = {"direct": "tab:blue", "adjoint": "tab:orange", "seminorm": "tab:green", "gq": "tab:red",
+                  "mali": "tab:purple", "aca": "tab:brown", "sde-direct": "tab:cyan", "sde-adjoint": "tab:olive"}
 DTYPE_STYLES = {"float32": "--", "float64": "-"}
 
 
