@@ -5,7 +5,8 @@ step size is a number, not a tensor, so it is never differentiated and costs no 
 and the outputs are flat tensors on the state's device. The one host transfer per step is the error ratio (with a
 finiteness check of the stages folded into the same transfer). For each output time the loop takes accepted steps
 until the current step's end passes it, then evaluates the step's quartic there; the quartic is fitted only for
-steps that hold an output.
+steps that hold an output, unless the caller asks for every accepted step's (``record``: GQ's "step" and "adaptive"
+quadratures read their nodes from this dense output after the solve).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def first_nonfinite_stage(k: torch.Tensor) -> int:
 
 def integrate_adaptive(f, y0: torch.Tensor, s_out: list[float], direction: float, rtol: float, atol: torch.Tensor,
                        norm: Norm, control: Controller, first_step: float | None, max_steps: int,
-                       tab: TorchTableau, time_shifts: torch.Tensor | None = None):
+                       tab: TorchTableau, time_shifts: torch.Tensor | None = None, record: list | None = None):
     """Integrate the flat state ``y0`` through the increasing output times ``s_out`` (``s_out[0]`` is the start).
 
     ``f(t, y)`` takes a 0-d time tensor in the caller's time and a flat state. Returns
@@ -39,6 +40,8 @@ def integrate_adaptive(f, y0: torch.Tensor, s_out: list[float], direction: float
     status is SUCCESS. ``time_shifts`` (zero-valued, one per output time, in the caller's time) make the outputs
     differentiable with respect to the output times with the step sizes frozen: every stage time moves with the
     first, each output's position in its step moves with its own (the derivative gqref's ``discrete`` computes).
+    ``record``: a list to which every accepted step appends ``(s_start, s_end, coeffs)`` (its quartic, ``(5, n)``;
+    see :mod:`gqtorch.interp`), in step order; None (the default) fits only the steps that hold an output.
     """
     n_out = len(s_out)
     n_stages = tab.stages
@@ -100,8 +103,10 @@ def integrate_adaptive(f, y0: torch.Tensor, s_out: list[float], direction: float
             accepted = accepts(control.kind, ratio)
             if accepted:
                 s_next = s_hi + dt
-                if target <= s_next:  # an output lies in this step: fit its quartic before k is reused
+                if target <= s_next or record is not None:  # fit the quartic before k is reused
                     coeffs = interp_fit(y, y1, midpoint_state(y, k, tab.b_mid, h), k[0], k[last], h)
+                    if record is not None:
+                        record.append((s_hi, s_next, coeffs))
                 n_accepted += 1
                 s_lo, s_hi = s_hi, s_next
                 y, y_abs = y1, y1_abs

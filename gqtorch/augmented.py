@@ -25,9 +25,17 @@ class GradientStats:
     """Cost of one solve and (once ``backward`` has run) of its gradient, without asking anything of ``func``.
 
     ``nfe_*`` count every evaluation of ``func`` (an evaluation and its VJP at the same point count once, as in
-    the paper and :class:`gqref.Diagnostics`); ``steps_*`` are accepted steps; ``nodes`` is GQ's node count per
-    interval (first interval first); ``batched_nodes`` says whether GQ's node VJPs ran as one ``vmap``-ed call per
-    interval (True) or fell back to a per-node loop (False). Backward fields are None until ``backward`` runs.
+    the paper and :class:`gqref.Diagnostics`); ``steps_*`` are accepted steps; ``nodes`` is GQ's count of evaluated
+    nodes per interval (first interval first; for "adaptive" every node of every refinement round);
+    ``batched_nodes`` says whether GQ's node VJPs ran as one ``vmap``-ed call per interval ("interval") or per
+    round ("step", "adaptive") (True) or fell back to a per-node loop (False). Backward fields are None until
+    ``backward`` runs.
+
+    GQ only, as in :class:`gqref.Diagnostics`: ``quadrature`` is the rule ("interval", "step" or "adaptive");
+    ``node_times[i]`` the nodes evaluated on interval i (numpy arrays, ``len(node_times[i]) == nodes[i]``);
+    ``quadrature_error`` the estimated max-norm quadrature error of the parameter gradient and
+    ``quadrature_error_dt0`` that of dL/dt[0] ("adaptive" only, None otherwise; measured against the integrand
+    read from the backward dense output, so the adjoint tolerances' error comes on top).
     """
 
     method: str
@@ -39,6 +47,10 @@ class GradientStats:
     nodes: tuple[int, ...] = ()
     batched_nodes: bool | None = None
     backward_calls: int = 0
+    quadrature: str | None = None
+    quadrature_error: float | None = None
+    quadrature_error_dt0: float | None = None
+    node_times: tuple = ()
     _extra: dict = dataclass_field(default_factory=dict, repr=False)
 
 

@@ -7,6 +7,18 @@ node, each node is read from the dense output of the step that contains it. The 
 max(rms(z), rms(a)); parameters are not in the backward state. At the nodes, W_j·aᵀ∂f/∂θ (and W_j·a·∂f/∂t) for all
 nodes of the interval come from one batched call and one ``autograd.grad``; at t_{i−1} z is re-anchored to the
 forward value and the incoming gradient is added to a.
+
+That is the paper's rule, ``quadrature="interval"`` (the default; its arithmetic is unchanged). As in
+:mod:`gqref.gq` (which explains the rules and why), two more read their nodes from the backward dense output after
+each interval's solve: the solver records every accepted step's quartic (:mod:`gqtorch.dense`; no replay, so no
+extra evaluations, unlike gqref), and the panels are the backward steps, the last one of each interval clipped at
+t_{i−1}.
+
+- ``"step"``: 3 Gauß–Legendre nodes per panel; all nodes of all intervals in one batched VJP (the weights folded
+  into the cotangents, as for "interval").
+- ``"adaptive"``: G3/K7 panels bisected until the estimated quadrature error meets gtol/gatol
+  (:mod:`gqtorch.refinement`); each round reads all its nodes' states first, then evaluates every node's own VJP in
+  one call, and makes one host transfer for the stop decision.
 """
 
 from __future__ import annotations
@@ -19,7 +31,11 @@ import torch
 
 from gqref.controller import CONTROLLERS
 from gqref.errors import InputError, raise_for_status
+from gqref.gq import QUADRATURES, STEP_NODES
+from gqref.gradient import DEFAULT_ADAPTIVE_MAX_NODES, DEFAULT_GTOL
+from gqref.refinement import DEFAULT_KRONROD_N
 from gqref.solve import output_times
+from gqtorch import refinement
 from gqtorch.adaptive import integrate_adaptive
 from gqtorch.augmented import (
     GQDynamics,
@@ -32,6 +48,7 @@ from gqtorch.augmented import (
     max_steps_option,
     node_vjps,
 )
+from gqtorch.dense import DenseOutput, DenseReader, dense_output
 from gqtorch.quadrature import DEFAULT_MAX_NODES, gauss_legendre, node_count, reference_rule
 from gqtorch.solve import FlatField, _state, odeint
 from gqtorch.tableau import torch_tableau
@@ -87,6 +104,8 @@ class BacksolveFunction(torch.autograd.Function):
 
 def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
     """(dL/dy0 flat, dL/dparams, dL/dt or None) by GQ; fills ``setup.stats``' backward fields."""
+    if setup.quadrature != "interval":
+        return dense_backward(setup, ys, dL_dy, params)
     field, stats, t_grad = setup.field, setup.stats, setup.t_grad
     t = setup.t_host
     size = ys.shape[1]
@@ -105,6 +124,7 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
     batched = stats.batched_nodes is not False
     nfe = steps = 0
     nodes_used = []
+    node_times = []
     for i in range(len(t) - 1, 0, -1):
         if t_grad:
             t_i = torch.full((), t[i], dtype=dtype, device=device)
@@ -134,6 +154,7 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
         nfe += nfe_b + n  # each node costs one more evaluation (with its VJP)
         steps += n_acc
         nodes_used.append(n)
+        node_times.append(nodes)
         state = torch.cat((ys[i - 1], back[-1, size:] + dL_dy[i - 1]))
     if t_grad:
         dL_dt[0] = dL_dt0
@@ -142,9 +163,135 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
     stats.nfe_backward = nfe
     stats.steps_backward = steps
     stats.nodes = tuple(reversed(nodes_used))
+    stats.node_times = tuple(reversed(node_times))
     stats.batched_nodes = batched if (params or t_grad) else None
     stats.backward_calls += 1
     return state[size:], dL_dparams, dL_dt
+
+
+def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
+    """"step" and "adaptive": one sweep of backward solves recording their dense outputs, then the quadrature.
+
+    The backward solves and the re-anchoring are those of the interval rule (output times never change the steps),
+    so dL/dy0 and dL/dt[1:] are the interval rule's, bit for bit; only the parameter and time integrals differ.
+    """
+    field, stats, t_grad = setup.field, setup.stats, setup.t_grad
+    t = setup.t_host
+    size = ys.shape[1]
+    dtype, device = ys.dtype, ys.device
+    dL_dy = dL_dy.to(dtype)
+    dynamics = GQDynamics(field, size)
+    norm = MaskedBlockRmsNorm((size, size), (True, True), dtype, device)
+    atol = torch.full((2 * size,), setup.adjoint_atol, dtype=dtype, device=device)
+    control = CONTROLLERS["torchdiffeq"]
+    tab = torch_tableau(control.tableau, dtype, device)
+    state = torch.cat((ys[-1], dL_dy[-1]))
+    dL_dt = torch.zeros(len(t), dtype=dtype, device=device) if t_grad else None
+    dL_dt0 = torch.zeros((), dtype=dtype, device=device)
+    nfe = steps = 0
+    dense: list[DenseOutput] = []
+    for i in range(len(t) - 1, 0, -1):
+        if t_grad:
+            t_i = torch.full((), t[i], dtype=dtype, device=device)
+            incoming = torch.dot(field(t_i, ys[i]), dL_dy[i])
+            dL_dt[i] = incoming
+            dL_dt0 -= incoming
+            nfe += 1
+        s_out, direction = output_times(np.array([t[i], t[i - 1]]))
+        record: list = []
+        status, s_stop, back, nfe_b, n_acc, _ = integrate_adaptive(
+            dynamics, state, s_out.tolist(), direction, setup.adjoint_rtol, atol, norm, control, None,
+            setup.max_steps, tab, record=record)
+        raise_for_status(int(status), float(direction * s_stop), max_steps=setup.max_steps)
+        dense.append(dense_output(record, direction))
+        nfe += nfe_b
+        steps += n_acc
+        state = torch.cat((ys[i - 1], back[-1, size:] + dL_dy[i - 1]))
+    dense.reverse()  # dense[i − 1] covers [t_{i−1}, t_i]
+    panels = step_panels(dense, t)
+    n_params = sum(p.numel() for p in params)
+    dimension = n_params + int(t_grad)
+    batched = stats.batched_nodes is not False
+    dL_dparams = [torch.zeros_like(p) for p in params]
+    time_integral = None
+    if dimension == 0 or not panels:  # nothing to integrate (no parameters and no time gradient, or one time)
+        nodes_used, node_times = (0,) * len(dense), (np.empty(0),) * len(dense)
+    elif setup.quadrature == "step":
+        nodes_used, node_times, grads, batched = _step_rule(field, DenseReader(dense), panels, len(dense), size,
+                                                            params, t_grad, batched, dtype, device)
+        for j, grad in enumerate(grads[:len(params)]):
+            if grad is not None:
+                dL_dparams[j] = grad.to(params[j].dtype)
+        if t_grad and grads[-1] is not None:
+            time_integral = grads[-1].sum()
+    else:
+        reader = DenseReader(dense)
+        flags = {"batched": batched}
+
+        def integrand(groups: np.ndarray, times: np.ndarray) -> torch.Tensor:
+            states = reader(groups, times)  # every node's [z, a] first, then one VJP call for them all
+            taus = torch.as_tensor(times, dtype=torch.float64).to(dtype=dtype, device=device)
+            rows, flags["batched"] = refinement.node_rows(field, taus, states[:, :size], states[:, size:], params,
+                                                          t_grad, flags["batched"])
+            return rows
+
+        blocks = [slice(0, n_params)] + ([slice(n_params, dimension)] if t_grad else [])
+        result = refinement.integrate_adaptive(integrand, panels, n_groups=len(dense), dimension=dimension,
+                                               rtol=setup.gtol, atol=setup.gatol, dtype=dtype, device=device,
+                                               blocks=blocks, max_refinement_nodes=setup.max_nodes,
+                                               n=DEFAULT_KRONROD_N)
+        nodes_used, node_times, batched = result.nodes, result.node_times, flags["batched"]
+        for j, part in enumerate(result.integral[:n_params].split([p.numel() for p in params])):
+            dL_dparams[j] = part.reshape(params[j].shape).to(params[j].dtype)
+        if t_grad:
+            time_integral = result.integral[n_params]
+        # the estimates to the host, in one transfer
+        error_max = result.error[:n_params].max() if n_params else result.error.new_zeros(())
+        errors = torch.stack((error_max, result.error[n_params] if t_grad else error_max)).tolist()
+        stats.quadrature_error = errors[0]
+        stats.quadrature_error_dt0 = errors[1] if t_grad else None
+    if t_grad:
+        dL_dt[0] = dL_dt0 if time_integral is None else dL_dt0 + time_integral
+        dL_dt = dL_dt.to(setup.t_dtype)
+    stats.nfe_backward = nfe + int(sum(nodes_used))  # each node costs one more evaluation (with its VJP)
+    stats.steps_backward = steps
+    stats.nodes = tuple(nodes_used)
+    stats.node_times = tuple(node_times)
+    stats.batched_nodes = batched if dimension else None
+    stats.backward_calls += 1
+    return state[size:], dL_dparams, dL_dt
+
+
+def step_panels(dense: list[DenseOutput], t: list[float]) -> list[tuple[int, float, float]]:
+    """(interval, lo, hi) for every backward step, the last of each interval clipped at t_{i−1} (gqref's
+    ``_step_panels``): ∫_{t_{i−1}}^{t_i} = Σ over its steps of ∫_lo^hi, lo on the t_{i−1} side."""
+    panels = []
+    for g, d in enumerate(dense):
+        ends = d.step_times.copy()  # from t_i towards (and possibly past) t_{i−1}
+        ends[-1] = t[g]
+        panels += [(g, float(lo), float(hi)) for lo, hi in zip(ends[1:], ends[:-1])]
+    return panels
+
+
+def _step_rule(field: FlatField, reader: DenseReader, panels: list[tuple[int, float, float]], n_groups: int,
+               size: int, params: tuple[torch.Tensor, ...], t_grad: bool, batched: bool, dtype: torch.dtype,
+               device: torch.device):
+    """:data:`STEP_NODES` Gauß–Legendre nodes on every panel, all in one batched VJP with the weights in the
+    cotangents. Returns (nodes per interval, node times per interval, node_vjps' grads, batched)."""
+    x_ref, w_ref = gauss_legendre(STEP_NODES)
+    groups = np.array([g for g, _, _ in panels])
+    lo = np.array([a for _, a, _ in panels])
+    hi = np.array([b for _, _, b in panels])
+    half = 0.5 * (hi - lo)
+    times = (0.5 * (lo + hi))[:, None] + half[:, None] * x_ref[None, :]  # gqref's node times, bit for bit
+    weights = (half[:, None] * w_ref[None, :]).reshape(-1)
+    states = reader(np.repeat(groups, STEP_NODES), times.reshape(-1))
+    taus = torch.as_tensor(times.reshape(-1), dtype=torch.float64).to(dtype=dtype, device=device)
+    w = torch.as_tensor(weights, dtype=torch.float64).to(dtype=dtype, device=device)
+    grads, batched = node_vjps(field, taus, states[:, :size], states[:, size:] * w.unsqueeze(1), params, t_grad,
+                               batched)
+    counts = tuple(int(c) for c in STEP_NODES * np.bincount(groups, minlength=n_groups))
+    return counts, tuple(times[groups == g].reshape(-1) for g in range(n_groups)), grads, batched
 
 
 def _check_gtol(gtol, max_nodes) -> tuple[float, int]:
@@ -155,15 +302,56 @@ def _check_gtol(gtol, max_nodes) -> tuple[float, int]:
     return float(gtol), max_nodes
 
 
-def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, gtol: float = 0.1,
-                      max_nodes: int = DEFAULT_MAX_NODES, method: str | None = None, options: dict | None = None,
+def _quadrature_options(quadrature, gtol, gatol, max_nodes, back_rtol: float) -> tuple[float, float, int]:
+    """(gtol, gatol, max_nodes) for the rule, with gqref's defaults and checks (``gqref.gradient``): an option a
+    rule has no use for is an error, since its meaning differs between the rules."""
+    if not isinstance(quadrature, str) or quadrature not in QUADRATURES:
+        raise InputError(f"quadrature must be one of {list(QUADRATURES)}, got {quadrature!r}")
+    if quadrature == "step":
+        for name, value in (("gtol", gtol), ("gatol", gatol), ("max_nodes", max_nodes)):
+            if value is not None:
+                raise InputError(f"{name} does not apply to quadrature='step' (3 Gauss-Legendre nodes per step)")
+        return DEFAULT_GTOL, 0.0, DEFAULT_MAX_NODES  # unused by the step rule
+    if quadrature == "interval":
+        if gatol is not None:
+            raise InputError("gatol applies to quadrature='adaptive'; for 'interval' gtol is the node-rule "
+                             "constant C")
+        gtol, max_nodes = _check_gtol(DEFAULT_GTOL if gtol is None else gtol,
+                                      DEFAULT_MAX_NODES if max_nodes is None else max_nodes)
+        return gtol, 0.0, max_nodes
+    gtol, max_nodes = _check_gtol(back_rtol if gtol is None else gtol,
+                                  DEFAULT_ADAPTIVE_MAX_NODES if max_nodes is None else max_nodes)
+    if gatol is None:
+        gatol = 0.0
+    if not isinstance(gatol, (int, float)) or isinstance(gatol, bool) or not math.isfinite(gatol) or gatol < 0:
+        raise InputError(f"gatol must be a non-negative finite number, got {gatol!r}")
+    return gtol, float(gatol), max_nodes
+
+
+def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, gtol: float | None = None,
+                      max_nodes: int | None = None, method: str | None = None, options: dict | None = None,
                       adjoint_rtol: float | None = None, adjoint_atol: float | None = None, adjoint_params=None,
-                      return_stats: bool = False):
+                      return_stats: bool = False, quadrature: str = "interval", gatol: float | None = None):
     """Solve like :func:`gqtorch.odeint`; differentiate by the GQ method (torchdiffeq's ``odeint_adjoint`` signature).
 
     Why: for a big field with a small state (P ≫ S) the backward solve carries only [z, a], and the parameter
-    gradient is paid only at the few Gauß–Legendre nodes. ``gtol`` is the paper's node-rule constant C (more nodes
-    when larger; not a tolerance), ``max_nodes`` the cap per interval. The forward solve uses ``method`` (default
+    gradient is paid only at the few Gauß–Legendre nodes. ``quadrature`` picks the rule (as
+    ``gqref.gradient(method="gq")``; reasons in :mod:`gqref.gq`):
+
+    - ``"interval"`` (default, the paper's): ``gtol`` is the node-rule constant C (default 0.1; more nodes when
+      larger, not a tolerance), ``max_nodes`` the cap per interval (default 64); no ``gatol``.
+    - ``"step"``: 3 Gauß–Legendre nodes on every accepted backward step; takes no ``gtol``, ``gatol`` or
+      ``max_nodes``.
+    - ``"adaptive"``: Gauß–Kronrod panels (from the backward steps) bisected until the estimated quadrature error
+      E meets E ≤ ``gatol`` + ``gtol``·‖integral‖_∞ (max norm; or the roundoff floor 100·ε·∫|integrand|) for the
+      parameter gradient and, separately, the integral in dL/dt[0]. ``gtol`` defaults to the adjoint rtol,
+      ``gatol`` to 0; ``max_nodes`` is a safety limit on the refinement nodes per interval beyond the first 7 per
+      step (default 10 000; :class:`gqref.refinement.QuadratureLimitError`). E is reported in
+      ``stats.quadrature_error``. Per-node VJPs run batched when ``func`` is an ``nn.Module`` owning the
+      ``adjoint_params`` (see :func:`gqtorch.refinement.node_rows`), else node by node.
+
+    No rule makes the gradient more accurate than the backward solve (``adjoint_rtol``/``adjoint_atol``): the nodes
+    are read from its 4th-order dense output. The forward solve uses ``method`` (default
     dopri5); backward solves are dopri5 at ``adjoint_rtol``/``adjoint_atol`` (default: the forward ones).
     ``adjoint_params``: the tensors to differentiate (default ``func.parameters()`` for an ``nn.Module``; a plain
     function must pass them, or ``()``). ``func`` needs no ``nfe`` attribute. For the batched node VJP ``func``
@@ -176,17 +364,18 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, g
         raise InputError(f"func must be callable as func(t, y), got {type(func).__name__}")
     if not isinstance(return_stats, bool):
         raise InputError(f"return_stats must be a bool, got {return_stats!r}")
-    gtol, max_nodes = _check_gtol(gtol, max_nodes)
     method = check_method(method)
     params = adjoint_parameters(func, adjoint_params)
     back_rtol, back_atol = backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol)
+    gtol, gatol, max_nodes = _quadrature_options(quadrature, gtol, gatol, max_nodes, back_rtol)
     flat, shapes, is_tuple = _state(y0)
     t, t_grad = check_times(t, flat)
     output_times(t.detach().to("cpu", torch.float64).numpy())  # order checked before any solve
     t_host = t.detach().to("cpu", torch.float64).numpy().tolist()
-    stats = GradientStats(method="gq")
+    stats = GradientStats(method="gq", quadrature=quadrature)
     setup = _Setup(func=func, field=FlatField(func, shapes, is_tuple), rtol=rtol, atol=atol, method=method,
                    options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, gtol=gtol, max_nodes=max_nodes,
+                   quadrature=quadrature, gatol=gatol,
                    max_steps=max_steps_option(None), t_host=t_host, t_grad=t_grad, t_dtype=t.dtype,
                    stats=stats, backward=gq_backward)
     ys = user_outputs(BacksolveFunction.apply(setup, flat, t, *params), setup.field)
