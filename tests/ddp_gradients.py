@@ -42,6 +42,8 @@ def main(out: Path, solver: str) -> None:
         name = f"rank0-{solver}.pt" if group.active else f"single-{solver}.pt"
         torch.save({n: p.grad.detach().clone() for n, p in model.named_parameters()}, out / name)
     if group.active:
+        # every rank waits here before tearing down: a rank that leaves first can abort gloo's other side
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, str] = {
     "solver": "validation.bench_solver",
     "reference": "validation.bench_reference",
     "gradients": "validation.bench_gradients",
+    "quadrature": "validation.bench_quadrature",
 }
 DEFAULT_REPEATS = 20
 

@@ -21,9 +21,7 @@ Written: the JSON (``out``) and a PNG of error against time next to it (``out`` 
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,9 @@ import torch
 import gqtorch
 from validation.bench_gradients import TrainingStep, training_step
 from validation.bench_solver import QUICK_REPEATS, time_interleaved, torch_threads
+from validation.plots import save_figure_atomic
 from validation.results import environment, write_json_atomic
+from validation.tasks.toy_gradient import LinearField
 
 TOLERANCES = (1e-4, 1e-6, 1e-8)
 QUICK_TOLERANCES = (1e-6,)
@@ -73,22 +73,11 @@ METHODS = (
 DEFAULT_ADAPTIVE = "gq adaptive default"
 
 
-class ToyField(torch.nn.Module):
-    """The paper's toy dz/dt = a·z with the parameter a."""
-
-    def __init__(self, a: float):
-        super().__init__()
-        self.a = torch.nn.Parameter(torch.tensor(a, dtype=torch.float64))
-
-    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.a * z
-
-
 def toy_step() -> tuple[TrainingStep, np.ndarray]:
     """The toy as a training step (L = z(T)²) and its exact parameter gradient dL/da = 2·T·z0²·e^{2aT}."""
     a, z0, big_t = TOY["a"], TOY["z0"], TOY["T"]
-    step = TrainingStep(ToyField(a), lambda z1: (z1**2).sum(), torch.tensor([z0], dtype=torch.float64),
-                        torch.tensor([0.0, big_t], dtype=torch.float64))
+    step = TrainingStep(LinearField(a, torch.float64), lambda z1: (z1**2).sum(),
+                        torch.tensor([z0], dtype=torch.float64), torch.tensor([0.0, big_t], dtype=torch.float64))
     return step, np.array([2.0 * big_t * z0**2 * math.exp(2.0 * a * big_t)])
 
 
@@ -273,17 +262,7 @@ def write_figure(path: Path, records: list[dict]) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, path)
 
 
 def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_quadrature.json"),

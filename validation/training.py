@@ -279,6 +279,7 @@ def run_task(task, args: argparse.Namespace) -> int:
                   f"{history['val_metric'][-1]:.4g} -> {record['path']}")
             print(f"data: {record['data_source']}")
     if dist.is_initialized():
+        dist.barrier()  # rank 0 may still be writing; a rank that tears down first can abort gloo's other side
         dist.destroy_process_group()
     return 0
 
