@@ -14,6 +14,7 @@ import torch
 from gqtorch.advise import advise
 from validation.bench_gradients import GTOL, TASKS, TOLERANCE, training_step
 from validation.bench_solver import torch_threads
+from validation.training import positive_int
 
 HELP = "measured advice: which gradient method to train a task with (time, memory, gradient agreement)"
 
@@ -21,22 +22,12 @@ HELP = "measured advice: which gradient method to train a task with (time, memor
 def configure(parser: argparse.ArgumentParser) -> None:
     """The command's arguments."""
     parser.add_argument("--task", choices=TASKS, required=True, help="the training task")
-    parser.add_argument("--width", type=_positive_int, required=True, help="hidden width of the field's MLP")
-    parser.add_argument("--steps", type=_positive_int, default=3,
+    parser.add_argument("--width", type=positive_int, required=True, help="hidden width of the field's MLP")
+    parser.add_argument("--steps", type=positive_int, default=3,
                         help="timed training steps per method, interleaved (default 3; one warm-up step first)")
     parser.add_argument("--memory-budget", type=float, default=None, metavar="MB",
                         help="peak memory budget in MiB: methods above it are excluded (default: none)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default cpu)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def main(args: argparse.Namespace) -> int:

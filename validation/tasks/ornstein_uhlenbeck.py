@@ -61,6 +61,7 @@ from validation.training import (
     _device,
     _save_checkpoint_atomic,
     add_training_arguments,
+    integer_at_least,
     positive_float,
     positive_int,
     result_path,
@@ -266,21 +267,10 @@ def field_parameters(width: int) -> int:
 # --- command line ------------------------------------------------------------------------------------------------
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+non_negative_int = integer_at_least(0)
 
 
-def at_least_two(text: str) -> int:
-    value = positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 2, got {text!r}")
-    return value
+at_least_two = integer_at_least(2)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
