@@ -102,47 +102,88 @@ class BacksolveFunction(torch.autograd.Function):
         return (None, dy0, dt, *dparams)
 
 
+class BackwardSweep:
+    """The backward solves of [z, a] every quadrature rule shares (twin of :class:`gqref.gq.BackwardSweep`).
+
+    Interval by interval from the last: :meth:`incoming` adds f(t_i, z_i)·dL/dy_i to dL/dt_i (and takes it from
+    dL/dt_0), :meth:`solve` integrates [z, a] from t_i through the given output times (the steps never depend on
+    them), :meth:`reanchor` resets z to the forward value at t_{i−1} and adds dL/dy_{i−1} to a. The rules add their
+    node sums to ``dL_dt0`` and read the counters ``nfe`` and ``steps``.
+    """
+
+    def __init__(self, setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor):
+        self.setup, self.ys = setup, ys
+        self.field, self.t = setup.field, setup.t_host
+        self.size = ys.shape[1]
+        self.dtype, self.device = ys.dtype, ys.device
+        self.dL_dy = dL_dy.to(self.dtype)
+        self.dynamics = GQDynamics(self.field, self.size)
+        self.norm = MaskedBlockRmsNorm((self.size, self.size), (True, True), self.dtype, self.device)
+        self.atol = torch.full((2 * self.size,), setup.adjoint_atol, dtype=self.dtype, device=self.device)
+        self.control = CONTROLLERS["torchdiffeq"]
+        self.tab = torch_tableau(self.control.tableau, self.dtype, self.device)
+        self.state = torch.cat((ys[-1], self.dL_dy[-1]))
+        self.dL_dt = torch.zeros(len(self.t), dtype=self.dtype, device=self.device) if setup.t_grad else None
+        self.dL_dt0 = torch.zeros((), dtype=self.dtype, device=self.device)
+        self.nfe = self.steps = 0
+
+    def intervals(self) -> range:
+        """i for the intervals [t_{i−1}, t_i], the last first."""
+        return range(len(self.t) - 1, 0, -1)
+
+    def incoming(self, i: int) -> None:
+        if self.setup.t_grad:
+            t_i = torch.full((), self.t[i], dtype=self.dtype, device=self.device)
+            incoming = torch.dot(self.field(t_i, self.ys[i]), self.dL_dy[i])
+            self.dL_dt[i] = incoming
+            self.dL_dt0 -= incoming
+            self.nfe += 1
+
+    def solve(self, times, record: list | None = None) -> torch.Tensor:
+        """[z, a] at ``times`` (t_i first, t_{i−1} last), from the current state."""
+        setup = self.setup
+        s_out, direction = output_times(np.asarray(times))
+        status, s_stop, back, nfe, n_acc, _ = integrate_adaptive(
+            self.dynamics, self.state, s_out.tolist(), direction, setup.adjoint_rtol, self.atol, self.norm,
+            self.control, None, setup.max_steps, self.tab, record=record)
+        raise_for_status(int(status), float(direction * s_stop), max_steps=setup.max_steps)
+        self.nfe += nfe
+        self.steps += n_acc
+        self.direction = direction  # of the last solve, for reading its recorded dense output
+        return back
+
+    def reanchor(self, i: int, back: torch.Tensor) -> None:
+        self.state = torch.cat((self.ys[i - 1], back[-1, self.size:] + self.dL_dy[i - 1]))
+
+    def time_gradient(self, time_integral: torch.Tensor | None = None) -> torch.Tensor | None:
+        """dL/dt in the times' dtype: dL/dt_0 is the sum of the incoming terms and the rule's time integral."""
+        if not self.setup.t_grad:
+            return None
+        self.dL_dt[0] = self.dL_dt0 if time_integral is None else self.dL_dt0 + time_integral
+        return self.dL_dt.to(self.setup.t_dtype)
+
+
 def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
     """(dL/dy0 flat, dL/dparams, dL/dt or None) by GQ; fills ``setup.stats``' backward fields."""
     if setup.quadrature != "interval":
         return dense_backward(setup, ys, dL_dy, params)
     field, stats, t_grad = setup.field, setup.stats, setup.t_grad
-    t = setup.t_host
-    size = ys.shape[1]
-    dtype, device = ys.dtype, ys.device
-    dL_dy = dL_dy.to(dtype)
-    dynamics = GQDynamics(field, size)
-    norm = MaskedBlockRmsNorm((size, size), (True, True), dtype, device)
-    atol = torch.full((2 * size,), setup.adjoint_atol, dtype=dtype, device=device)
-    control = CONTROLLERS["torchdiffeq"]
-    tab = torch_tableau(control.tableau, dtype, device)
-    state = torch.cat((ys[-1], dL_dy[-1]))
+    sweep = BackwardSweep(setup, ys, dL_dy)
+    t, size, dtype, device = sweep.t, sweep.size, sweep.dtype, sweep.device
     # the first interval's node sums become the accumulators (no zero-filled P-sized copies); later ones add in place
     dL_dparams: list[torch.Tensor | None] = [None] * len(params)
-    dL_dt = torch.zeros(len(t), dtype=dtype, device=device) if t_grad else None
-    dL_dt0 = torch.zeros((), dtype=dtype, device=device)
     batched = stats.batched_nodes is not False
-    nfe = steps = 0
     nodes_used = []
     node_times = []
-    for i in range(len(t) - 1, 0, -1):
-        if t_grad:
-            t_i = torch.full((), t[i], dtype=dtype, device=device)
-            incoming = torch.dot(field(t_i, ys[i]), dL_dy[i])
-            dL_dt[i] = incoming
-            dL_dt0 -= incoming
-            nfe += 1
+    for i in sweep.intervals():
+        sweep.incoming(i)
         n = node_count(setup.gtol, stats.nfe_forward, t[i - 1], t[i], t[0], t[-1], setup.max_nodes)
         nodes, _ = gauss_legendre(n, t[i], t[i - 1])
         half, mid = 0.5 * (t[i - 1] - t[i]), 0.5 * (t[i] + t[i - 1])
         x_ref, w_ref = reference_rule(n, dtype, device)
         taus = x_ref * half + mid
         orientation = math.copysign(1.0, t[i] - t[i - 1])  # the integral runs from t_{i−1} to t_i
-        s_out, direction = output_times(np.concatenate([[t[i]], nodes, [t[i - 1]]]))
-        status, s_stop, back, nfe_b, n_acc, _ = integrate_adaptive(
-            dynamics, state, s_out.tolist(), direction, setup.adjoint_rtol, atol, norm, control, None,
-            setup.max_steps, tab)
-        raise_for_status(int(status), float(direction * s_stop), max_steps=setup.max_steps)
+        back = sweep.solve(np.concatenate([[t[i]], nodes, [t[i - 1]]]))
         if params or t_grad:
             cotangents = back[1:-1, size:] * (w_ref * (orientation * abs(half))).unsqueeze(1)
             grads, batched = node_vjps(field, taus, back[1:-1, :size], cotangents, params, t_grad, batched)
@@ -150,23 +191,20 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
                 if grad is not None:
                     dL_dparams[j] = grad if dL_dparams[j] is None else dL_dparams[j].add_(grad)
             if t_grad and grads[-1] is not None:
-                dL_dt0 += grads[-1].sum()
-        nfe += nfe_b + n  # each node costs one more evaluation (with its VJP)
-        steps += n_acc
+                sweep.dL_dt0 += grads[-1].sum()
+        sweep.nfe += n  # each node costs one more evaluation (with its VJP)
         nodes_used.append(n)
         node_times.append(nodes)
-        state = torch.cat((ys[i - 1], back[-1, size:] + dL_dy[i - 1]))
-    if t_grad:
-        dL_dt[0] = dL_dt0
-        dL_dt = dL_dt.to(setup.t_dtype)
+        sweep.reanchor(i, back)
+    dL_dt = sweep.time_gradient()
     dL_dparams = [torch.zeros_like(p) if g is None else g for p, g in zip(params, dL_dparams)]
-    stats.nfe_backward = nfe
-    stats.steps_backward = steps
+    stats.nfe_backward = sweep.nfe
+    stats.steps_backward = sweep.steps
     stats.nodes = tuple(reversed(nodes_used))
     stats.node_times = tuple(reversed(node_times))
     stats.batched_nodes = batched if (params or t_grad) else None
     stats.backward_calls += 1
-    return state[size:], dL_dparams, dL_dt
+    return sweep.state[size:], dL_dparams, dL_dt
 
 
 def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
@@ -176,37 +214,15 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
     so dL/dy0 and dL/dt[1:] are the interval rule's, bit for bit; only the parameter and time integrals differ.
     """
     field, stats, t_grad = setup.field, setup.stats, setup.t_grad
-    t = setup.t_host
-    size = ys.shape[1]
-    dtype, device = ys.dtype, ys.device
-    dL_dy = dL_dy.to(dtype)
-    dynamics = GQDynamics(field, size)
-    norm = MaskedBlockRmsNorm((size, size), (True, True), dtype, device)
-    atol = torch.full((2 * size,), setup.adjoint_atol, dtype=dtype, device=device)
-    control = CONTROLLERS["torchdiffeq"]
-    tab = torch_tableau(control.tableau, dtype, device)
-    state = torch.cat((ys[-1], dL_dy[-1]))
-    dL_dt = torch.zeros(len(t), dtype=dtype, device=device) if t_grad else None
-    dL_dt0 = torch.zeros((), dtype=dtype, device=device)
-    nfe = steps = 0
+    sweep = BackwardSweep(setup, ys, dL_dy)
+    t, size, dtype, device = sweep.t, sweep.size, sweep.dtype, sweep.device
     dense: list[DenseOutput] = []
-    for i in range(len(t) - 1, 0, -1):
-        if t_grad:
-            t_i = torch.full((), t[i], dtype=dtype, device=device)
-            incoming = torch.dot(field(t_i, ys[i]), dL_dy[i])
-            dL_dt[i] = incoming
-            dL_dt0 -= incoming
-            nfe += 1
-        s_out, direction = output_times(np.array([t[i], t[i - 1]]))
+    for i in sweep.intervals():
+        sweep.incoming(i)
         record: list = []
-        status, s_stop, back, nfe_b, n_acc, _ = integrate_adaptive(
-            dynamics, state, s_out.tolist(), direction, setup.adjoint_rtol, atol, norm, control, None,
-            setup.max_steps, tab, record=record)
-        raise_for_status(int(status), float(direction * s_stop), max_steps=setup.max_steps)
-        dense.append(dense_output(record, direction))
-        nfe += nfe_b
-        steps += n_acc
-        state = torch.cat((ys[i - 1], back[-1, size:] + dL_dy[i - 1]))
+        back = sweep.solve([t[i], t[i - 1]], record)
+        dense.append(dense_output(record, sweep.direction))
+        sweep.reanchor(i, back)
     dense.reverse()  # dense[i − 1] covers [t_{i−1}, t_i]
     panels = step_panels(dense, t)
     n_params = sum(p.numel() for p in params)
@@ -250,16 +266,14 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
         errors = torch.stack((error_max, result.error[n_params] if t_grad else error_max)).tolist()
         stats.quadrature_error = errors[0]
         stats.quadrature_error_dt0 = errors[1] if t_grad else None
-    if t_grad:
-        dL_dt[0] = dL_dt0 if time_integral is None else dL_dt0 + time_integral
-        dL_dt = dL_dt.to(setup.t_dtype)
-    stats.nfe_backward = nfe + int(sum(nodes_used))  # each node costs one more evaluation (with its VJP)
-    stats.steps_backward = steps
+    dL_dt = sweep.time_gradient(time_integral)
+    stats.nfe_backward = sweep.nfe + int(sum(nodes_used))  # each node costs one more evaluation (with its VJP)
+    stats.steps_backward = sweep.steps
     stats.nodes = tuple(nodes_used)
     stats.node_times = tuple(node_times)
     stats.batched_nodes = batched if dimension else None
     stats.backward_calls += 1
-    return state[size:], dL_dparams, dL_dt
+    return sweep.state[size:], dL_dparams, dL_dt
 
 
 def step_panels(dense: list[DenseOutput], t: list[float]) -> list[tuple[int, float, float]]:
