@@ -81,51 +81,89 @@ def gq_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy
                            step_nodes=step_nodes, kronrod_n=kronrod_n)
 
 
+class BackwardSweep:
+    """The backward solves of [z, a] every quadrature rule shares.
+
+    Interval by interval from the last: :meth:`incoming` adds f(t_i, z_i)·dL/dy_i to dL/dt_i (and takes it from
+    dL/dt_0), :meth:`solve` integrates [z, a] from t_i through the given output times (the steps never depend on
+    them), :meth:`reanchor` resets z to the forward value at t_{i−1} and adds dL/dy_{i−1} to a. The rules add their
+    node sums to ``dL_dt0`` and read the counters ``nfe`` and ``steps``.
+    """
+
+    def __init__(self, field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
+                 rtol: float, atol: float, t_grad: bool):
+        require_vjps(field, ("vjp_y", "vjp_p") + (("vjp_t",) if t_grad else ()))
+        self.field, self.params, self.dL_dy = field, params, dL_dy
+        self.rtol, self.atol, self.t_grad = rtol, atol, t_grad
+        self.t, self.ys = forward.ts, forward.ys
+        self.shape = self.ys.shape[1:]
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.dynamics = backward_dynamics(field, self.shape, full=False)
+        self.norm = ErrorNorm("mixed", blocks=(self.size, self.size))
+        self.state = np.concatenate([self.ys[-1].ravel(), dL_dy[-1].ravel()])
+        self.dL_dt = np.zeros(len(self.t)) if t_grad else None
+        self.dL_dt0 = 0.0
+        self.nfe = self.steps = 0
+
+    def intervals(self) -> range:
+        """i for the intervals [t_{i−1}, t_i], the last first."""
+        return range(len(self.t) - 1, 0, -1)
+
+    def incoming(self, i: int) -> None:
+        if self.t_grad:
+            f_i = np.asarray(self.field.f(self.t[i], self.ys[i], self.params)).ravel()
+            incoming = float(np.vdot(f_i, self.dL_dy[i].ravel()))
+            self.dL_dt[i] = incoming
+            self.dL_dt0 -= incoming
+            self.nfe += 1
+
+    def solve(self, times: np.ndarray) -> Solution:
+        """[z, a] at ``times`` (t_i first, t_{i−1} last), from the current state."""
+        back = solve(self.dynamics, self.state, times, self.params, rtol=self.rtol, atol=self.atol, norm=self.norm)
+        self.nfe += back.stats.nfe
+        self.steps += back.stats.n_accepted
+        return back
+
+    def reanchor(self, i: int, back: Solution) -> None:
+        self.state = np.concatenate([self.ys[i - 1].ravel(), back.ys[-1][self.size:] + self.dL_dy[i - 1].ravel()])
+
+    def time_gradient(self, time_integral: float | None = None) -> np.ndarray | None:
+        """dL/dt: dL/dt_0 is the sum of the incoming terms and the rule's time integral."""
+        if self.t_grad:
+            self.dL_dt[0] = self.dL_dt0 if time_integral is None else self.dL_dt0 + time_integral
+        return self.dL_dt
+
+
 def _interval_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
                        rtol: float, atol: float, gtol: float, max_nodes: int,
                        t_grad: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     """The paper's rule: its arithmetic is frozen (bit for bit the original implementation; tested)."""
-    require_vjps(field, ("vjp_y", "vjp_p") + (("vjp_t",) if t_grad else ()))
-    t, ys = forward.ts, forward.ys
-    shape = ys.shape[1:]
-    size = int(np.prod(shape, dtype=np.int64))
-    dynamics = backward_dynamics(field, shape, full=False)
-    norm = ErrorNorm("mixed", blocks=(size, size))
-    state = np.concatenate([ys[-1].ravel(), dL_dy[-1].ravel()])
+    sweep = BackwardSweep(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad)
+    t, shape, size = sweep.t, sweep.shape, sweep.size
     dL_dparams = np.zeros(params.size)
-    dL_dt = np.zeros(len(t)) if t_grad else None
-    dL_dt0 = 0.0
-    nfe = steps = 0
     nodes_used = []
     node_times = []
-    for i in range(len(t) - 1, 0, -1):
-        if t_grad:
-            incoming = float(np.vdot(np.asarray(field.f(t[i], ys[i], params)).ravel(), dL_dy[i].ravel()))
-            dL_dt[i] = incoming
-            dL_dt0 -= incoming
-            nfe += 1
+    for i in sweep.intervals():
+        sweep.incoming(i)
         n = node_count(gtol, forward.stats.nfe, t[i - 1], t[i], t[0], t[-1], max_nodes)
         nodes, weights = gauss_legendre(n, t[i], t[i - 1])
         orientation = np.sign(t[i] - t[i - 1])  # the integral runs from t_{i−1} to t_i
-        back = solve(dynamics, state, np.concatenate([[t[i]], nodes, [t[i - 1]]]), params, rtol=rtol, atol=atol,
-                     norm=norm)
+        back = sweep.solve(np.concatenate([[t[i]], nodes, [t[i - 1]]]))
         for tau, weight, node_state in zip(nodes, weights, back.ys[1:-1]):
             z_node = node_state[:size].reshape(shape)
             a_node = node_state[size:].reshape(shape)
             dL_dparams += orientation * weight * np.asarray(field.vjp_p(tau, z_node, params, a_node))
             if t_grad:
-                dL_dt0 += orientation * weight * float(field.vjp_t(tau, z_node, params, a_node))
-        nfe += back.stats.nfe + n  # each node costs one more evaluation (with its VJP)
-        steps += back.stats.n_accepted
+                sweep.dL_dt0 += orientation * weight * float(field.vjp_t(tau, z_node, params, a_node))
+        sweep.nfe += n  # each node costs one more evaluation (with its VJP)
         nodes_used.append(n)
         node_times.append(nodes)
-        state = np.concatenate([ys[i - 1].ravel(), back.ys[-1][size:] + dL_dy[i - 1].ravel()])
-    if t_grad:
-        dL_dt[0] = dL_dt0
-    counters = {"nfe_backward": nfe, "steps_backward": steps, "nodes": tuple(reversed(nodes_used)),
+        sweep.reanchor(i, back)
+    dL_dt = sweep.time_gradient()
+    counters = {"nfe_backward": sweep.nfe, "steps_backward": sweep.steps, "nodes": tuple(reversed(nodes_used)),
                 "node_times": tuple(reversed(node_times)), "quadrature_error": None, "quadrature_error_dt0": None,
                 "nfe_dense_replay": 0}
-    return state[size:].reshape(shape), dL_dparams, dL_dt, counters
+    return sweep.state[size:].reshape(shape), dL_dparams, dL_dt, counters
 
 
 def _node_integrand(field: VectorField, params: np.ndarray, shape: tuple[int, ...], t_grad: bool,
@@ -159,30 +197,17 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
                     max_nodes: int, step_nodes: int,
                     kronrod_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     """"step" and "adaptive": one sweep of backward solves (keeping their dense outputs), then the quadrature."""
-    require_vjps(field, ("vjp_y", "vjp_p") + (("vjp_t",) if t_grad else ()))
-    t, ys = forward.ts, forward.ys
-    shape = ys.shape[1:]
-    size = int(np.prod(shape, dtype=np.int64))
-    dynamics = backward_dynamics(field, shape, full=False)
-    norm = ErrorNorm("mixed", blocks=(size, size))
-    state = np.concatenate([ys[-1].ravel(), dL_dy[-1].ravel()])
-    dL_dt = np.zeros(len(t)) if t_grad else None
-    dL_dt0 = 0.0
-    nfe = steps = replay = 0
+    sweep = BackwardSweep(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad)
+    t, shape, size = sweep.t, sweep.shape, sweep.size
+    replay = 0
     dense = []
-    for i in range(len(t) - 1, 0, -1):
-        if t_grad:
-            incoming = float(np.vdot(np.asarray(field.f(t[i], ys[i], params)).ravel(), dL_dy[i].ravel()))
-            dL_dt[i] = incoming
-            dL_dt0 -= incoming
-            nfe += 1
+    for i in sweep.intervals():
+        sweep.incoming(i)
         # the same steps and end state as the interval rule's solve: output times never change the steps
-        back = solve(dynamics, state, np.array([t[i], t[i - 1]]), params, rtol=rtol, atol=atol, norm=norm)
-        dense.append(dense_output(dynamics, back, params))
-        nfe += back.stats.nfe
+        back = sweep.solve(np.array([t[i], t[i - 1]]))
+        dense.append(dense_output(sweep.dynamics, back, params))
         replay += dense[-1].nfe
-        steps += back.stats.n_accepted
-        state = np.concatenate([ys[i - 1].ravel(), back.ys[-1][size:] + dL_dy[i - 1].ravel()])
+        sweep.reanchor(i, back)
     dense.reverse()  # dense[i − 1] covers [t_{i−1}, t_i]
     integrand = _node_integrand(field, params, shape, t_grad, dense)
     dimension = params.size + int(t_grad)
@@ -199,12 +224,12 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
         integral, nodes_used, node_times = result.integral, result.nodes, result.node_times
         error = float(np.max(result.error[: params.size], initial=0.0))
         error_dt0 = float(result.error[params.size]) if t_grad else None
-    if t_grad:
-        dL_dt[0] = dL_dt0 + integral[params.size]
-    nfe += int(sum(nodes_used))  # each node costs one more evaluation (with its VJP)
-    counters = {"nfe_backward": nfe, "steps_backward": steps, "nodes": tuple(nodes_used), "node_times": node_times,
-                "quadrature_error": error, "quadrature_error_dt0": error_dt0, "nfe_dense_replay": replay}
-    return state[size:].reshape(shape), integral[: params.size].copy(), dL_dt, counters
+    dL_dt = sweep.time_gradient(integral[params.size] if t_grad else None)
+    sweep.nfe += int(sum(nodes_used))  # each node costs one more evaluation (with its VJP)
+    counters = {"nfe_backward": sweep.nfe, "steps_backward": sweep.steps, "nodes": tuple(nodes_used),
+                "node_times": node_times, "quadrature_error": error, "quadrature_error_dt0": error_dt0,
+                "nfe_dense_replay": replay}
+    return sweep.state[size:].reshape(shape), integral[: params.size].copy(), dL_dt, counters
 
 
 def _step_panels(dense: list[DenseOutput], t: np.ndarray) -> list[tuple[int, float, float]]:
