@@ -191,6 +191,21 @@ def evaluate(setup: TaskSetup, solve: Solver, device: torch.device) -> tuple[flo
     return total_loss / count, total_metric / count
 
 
+def record_epoch(record: dict, epoch: int, epochs: int, *, elapsed: float, train_loss: float, val_loss: float,
+                 val_metric: float, nfe_forward: list, nfe_backward: list, peak_memory_mb: float | None) -> None:
+    """Append one finished epoch to a run record: NFE as means per batch (backward None where a batch had none)."""
+    history = record["history"]
+    history["epoch_time_s"].append(elapsed)
+    history["train_loss"].append(train_loss)
+    history["val_loss"].append(val_loss)
+    history["val_metric"].append(val_metric)
+    history["nfe_forward"].append(sum(nfe_forward) / len(nfe_forward))
+    history["nfe_backward"].append(None if None in nfe_backward else sum(nfe_backward) / len(nfe_backward))
+    history["peak_memory_mb"].append(peak_memory_mb)
+    record["epochs_done"] = epoch + 1
+    record["finished"] = epoch + 1 == epochs
+
+
 def train_run(task, args: argparse.Namespace, seed: int) -> dict:
     """Train one seed of ``task``; return its result record (also written to its JSON file on rank 0)."""
     device = _device(args.device)
@@ -229,7 +244,6 @@ def train_run(task, args: argparse.Namespace, seed: int) -> dict:
         val_loss, val_metric = evaluate(setup, solve, device)
         record["history"]["val_loss"].append(val_loss)
         record["history"]["val_metric"].append(val_metric)
-    history = record["history"]
     bar = tqdm(range(start_epoch, args.epochs), desc=f"{task.NAME} {args.method} w{args.width} seed {seed}",
                unit="epoch", disable=args.no_progress or not group.main, file=sys.stderr)
     for epoch in bar:
@@ -252,15 +266,8 @@ def train_run(task, args: argparse.Namespace, seed: int) -> dict:
         elapsed = time.perf_counter() - began
         train_loss = group.mean(float(torch.stack(losses).mean()))
         val_loss, val_metric = evaluate(setup, solve, device)
-        history["epoch_time_s"].append(elapsed)
-        history["train_loss"].append(train_loss)
-        history["val_loss"].append(val_loss)
-        history["val_metric"].append(val_metric)
-        history["nfe_forward"].append(sum(nfe_f) / len(nfe_f))
-        history["nfe_backward"].append(None if None in nfe_b else sum(nfe_b) / len(nfe_b))
-        history["peak_memory_mb"].append(memory.peak_mib())
-        record["epochs_done"] = epoch + 1
-        record["finished"] = epoch + 1 == args.epochs
+        record_epoch(record, epoch, args.epochs, elapsed=elapsed, train_loss=train_loss, val_loss=val_loss,
+                     val_metric=val_metric, nfe_forward=nfe_f, nfe_backward=nfe_b, peak_memory_mb=memory.peak_mib())
         bar.set_postfix(loss=f"{train_loss:.3g}", val=f"{val_loss:.3g}", **{setup.metric_name: f"{val_metric:.3g}"})
         if group.main:
             write_json_atomic(path, record)

@@ -64,6 +64,7 @@ from validation.training import (
     integer_at_least,
     positive_float,
     positive_int,
+    record_epoch,
     result_path,
     train_loader,
 )
@@ -408,16 +409,10 @@ def train_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             nfe_b.append(backward)
         elapsed = time.perf_counter() - began
         kl, logp, samples = evaluate(model, val, eval_entropy)
-        history["epoch_time_s"].append(elapsed)
-        history["train_loss"].append(float(torch.stack(losses).mean()))
-        history["val_loss"].append(kl)
-        history["val_metric"].append(kl)
+        record_epoch(record, epoch, args.epochs, elapsed=elapsed, train_loss=float(torch.stack(losses).mean()),
+                     val_loss=kl, val_metric=kl, nfe_forward=nfe_f, nfe_backward=nfe_b,
+                     peak_memory_mb=memory.peak_mib())
         history["val_logp"].append(logp)
-        history["nfe_forward"].append(sum(nfe_f) / len(nfe_f))
-        history["nfe_backward"].append(None if None in nfe_b else sum(nfe_b) / len(nfe_b))
-        history["peak_memory_mb"].append(memory.peak_mib())
-        record["epochs_done"] = epoch + 1
-        record["finished"] = epoch + 1 == args.epochs
         bar.set_postfix(loss=f"{history['train_loss'][-1]:.3g}", kl=f"{kl:.3g}")
         write_json_atomic(path, record)
         _save_checkpoint_atomic(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
