@@ -81,19 +81,24 @@ def integer_at_least(minimum: int) -> Callable[[str], int]:
 positive_int = integer_at_least(1)
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
-    """The flags every training task has, with the task's paper defaults."""
-    parser.add_argument("--method", choices=METHODS, default="gq", help="gradient method (default gq)")
+def add_training_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any], *,
+                           methods: tuple[str, ...] = METHODS, helps: dict[str, str] | None = None) -> None:
+    """The flags every training task has, with the task's paper defaults. A task with other methods passes their
+    names (the default is gq where offered, else the first); ``helps`` replaces the help of named flags."""
+    helps = helps or {}
+    parser.add_argument("--method", choices=methods, default="gq" if "gq" in methods else methods[0],
+                        help=helps.get("--method", "gradient method (default gq)"))
     parser.add_argument("--width", type=positive_int, default=defaults["width"],
                         help=f"hidden width of the ODE function (default {defaults['width']})")
-    parser.add_argument("--seed", type=int, default=0, help="first seed: data and initial weights (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help=helps.get("--seed", "first seed: data and initial weights (default 0)"))
     parser.add_argument("--repeats", type=positive_int, default=1, help="runs with seeds seed, seed+1, … (default 1)")
     parser.add_argument("--epochs", type=positive_int, default=defaults["epochs"],
                         help=f"training epochs (default {defaults['epochs']})")
     parser.add_argument("--lr", type=positive_float, default=defaults["lr"],
                         help=f"Adam learning rate (default {defaults['lr']})")
     parser.add_argument("--batch-size", type=positive_int, default=defaults["batch_size"],
-                        help=f"training batch size (default {defaults['batch_size']})")
+                        help=helps.get("--batch-size", f"training batch size (default {defaults['batch_size']})"))
     parser.add_argument("--tol", type=positive_float, default=1e-3, help="dopri5 rtol = atol (default 1e-3)")
     parser.add_argument("--gtol", type=positive_float, default=0.1, help="GQ's node-rule constant C (default 0.1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (default cpu)")

@@ -276,16 +276,11 @@ at_least_two = integer_at_least(2)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """The harness's flags (with this task's --method choices, batch in ICs) and the OU flags."""
-    add_training_arguments(parser, DEFAULTS)
-    # The harness offers the ODE methods; this task has its own three. Re-point the existing flag rather than
-    # duplicating the harness's argument list.
-    method = parser._option_string_actions["--method"]
-    method.choices, method.default = METHODS, "gq"
-    method.help = "gq (Wong–Zakai ODE, GQ gradients), sde-direct or sde-adjoint (torchsde reversible Heun); default gq"
-    parser._option_string_actions["--seed"].help = (
-        "first seed: initial weights and the runs' noise; the data have their own fixed seeds (default 0)")
-    parser._option_string_actions["--batch-size"].help = (
-        f"initial conditions per batch, each with all its paths (default {DEFAULTS['batch_size']})")
+    add_training_arguments(parser, DEFAULTS, methods=METHODS, helps={
+        "--method": "gq (Wong–Zakai ODE, GQ gradients), sde-direct or sde-adjoint (torchsde reversible Heun); "
+                    "default gq",
+        "--seed": "first seed: initial weights and the runs' noise; the data have their own fixed seeds (default 0)",
+        "--batch-size": f"initial conditions per batch, each with all its paths (default {DEFAULTS['batch_size']})"})
     parser.add_argument("--ncosines", type=non_negative_int, default=DEFAULT_NCOSINES,
                         help=f"cosine terms N of the Wong–Zakai noise, gq only (default {DEFAULT_NCOSINES})")
     parser.add_argument("--sde-dt", type=positive_float, default=DEFAULTS["sde_dt"],
