@@ -14,15 +14,16 @@ from gqref.errors import (
     InputError,
     MaxStepsExceededError,
     NonFiniteFieldError,
+    QuadratureAccuracyWarning,
     SolverError,
     StepSizeUnderflowError,
 )
 from gqref.field import VectorField
-from gqref.gq import QUADRATURES
 from gqref.gradient import GRADIENT_METHODS, Diagnostics, Gradient, gradient
 from gqref.kronrod import gauss_kronrod
 from gqref.quadrature import gauss_legendre, node_count
 from gqref.refinement import QuadratureLimitError
+from gqref.rules import QUADRATURES, AdaptiveRule, AutoRule, IntervalRule, StepRule, quadrature_rule
 from gqref.solve import METHODS, Solution, Stats, Steps, solve
 from gqref.tableau import DOPRI5, DOPRI5_SCIPY, EULER, MIDPOINT, RK4, Tableau
 
@@ -36,6 +37,8 @@ __all__ = [
     "MIDPOINT",
     "QUADRATURES",
     "RK4",
+    "AdaptiveRule",
+    "AutoRule",
     "Controller",
     "DenseOutput",
     "Diagnostics",
@@ -44,12 +47,15 @@ __all__ = [
     "Gradient",
     "GradientReport",
     "InputError",
+    "IntervalRule",
     "MaxStepsExceededError",
     "NonFiniteFieldError",
+    "QuadratureAccuracyWarning",
     "QuadratureLimitError",
     "Solution",
     "SolverError",
     "Stats",
+    "StepRule",
     "StepSizeUnderflowError",
     "Steps",
     "Tableau",
@@ -62,5 +68,6 @@ __all__ = [
     "njit",
     "node_count",
     "problems",
+    "quadrature_rule",
     "solve",
 ]

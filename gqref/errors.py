@@ -20,6 +20,11 @@ class InputError(GQError, ValueError):
     """An argument is invalid; the message names it and says what was expected."""
 
 
+class QuadratureAccuracyWarning(UserWarning):
+    """GQ's error-controlled quadrature stopped at its node budget before its tolerance: the message names the
+    intervals and the error reached (``strict=True`` raises :class:`gqref.refinement.QuadratureLimitError`)."""
+
+
 class SolverError(GQError, RuntimeError):
     """The integration could not be completed. ``t`` is the (original, unnegated) time where it stopped."""
 

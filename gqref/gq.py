@@ -4,9 +4,11 @@ Per interval [t_{i−1}, t_i], from the last: solve [z, a] backwards from t_i to
 the forward value and add the incoming gradient to a. The backward step control uses max(rms(z), rms(a)); the
 parameters never enter it. The parameter gradient Σ_i ∫_{t_{i−1}}^{t_i} aᵀ∂f/∂θ dt (and ∫ a·∂f/∂t for dL/dt_0) is a
 quadrature whose nodes are read from the backward solver's dense output (steps are never cut to land on a node).
-Three rules (``quadrature=``):
+Four rules (``quadrature=``, :mod:`gqref.rules`):
 
-- ``"interval"`` (the paper's; the default): n_i Gauß–Legendre nodes per interval, n_i = min(⌈C·NFE·Δt_i/T⌉,
+- ``"auto"`` (the default): the paper's nodes per interval, checked by their Kronrod extension and refined where
+  the check fails, until the estimated quadrature error is at the backward solve's own level (:mod:`gqref.panels`).
+- ``"interval"`` (the paper's): n_i Gauß–Legendre nodes per interval, n_i = min(⌈C·NFE·Δt_i/T⌉,
   ``max_nodes``) with C = ``gtol`` — a node budget, not a tolerance. The nodes are output times of the backward
   solve (which do not change its steps). No error estimate (one would cost as many evaluations again).
 - ``"step"``: :data:`STEP_NODES` = 3 Gauß–Legendre nodes on every accepted backward step (the last one clipped at
@@ -40,7 +42,8 @@ interpolation — is controlled only by the adjoint tolerances (``adjoint_rtol``
 take the gradient below it: E measures the quadrature error against that integrand, not the solver's error.
 gtol far below the adjoint rtol buys only nodes; tighten the adjoint tolerances to go further.
 
-"step" and "adaptive" recover the dense output by replaying the accepted backward steps (:mod:`gqref.dense`); those
+"auto", "step" and "adaptive" recover the dense output by replaying the accepted backward steps
+(:mod:`gqref.dense`); those
 evaluations are counted apart (``nfe_dense_replay``), since a solver that keeps its interpolants needs none.
 """
 
@@ -52,32 +55,30 @@ from gqref.augmented import backward_dynamics, require_vjps
 from gqref.controller import ErrorNorm
 from gqref.dense import DenseOutput, dense_output
 from gqref.field import VectorField
+from gqref.panels import NumpyPanelSums, interval_panels, refine
 from gqref.quadrature import gauss_legendre, node_count
 from gqref.refinement import DEFAULT_KRONROD_N, integrate_adaptive
+from gqref.rules import PAPER_MAX_NODES, STEP_NODES, AdaptiveRule, IntervalRule, Rule, StepRule
 from gqref.solve import Solution, solve
 
-QUADRATURES = ("interval", "step", "adaptive")
-STEP_NODES = 3  # Gauß–Legendre nodes per backward step in quadrature="step" (why: module docstring)
+__all__ = ["BackwardSweep", "gq_gradient"]
 
 
-def gq_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
-                rtol: float, atol: float, gtol: float, max_nodes: int, t_grad: bool, quadrature: str = "interval",
-                gatol: float = 0.0, step_nodes: int = STEP_NODES,
+
+def gq_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *, rule: Rule,
+                rtol: float, atol: float, t_grad: bool, step_nodes: int = STEP_NODES,
                 kronrod_n: int = DEFAULT_KRONROD_N) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
-    """(dL/dy0, dL/dparams, dL/dt or None, counters) by GQ with the given ``quadrature`` rule.
+    """(dL/dy0, dL/dparams, dL/dt or None, counters) by GQ with the quadrature ``rule`` (:mod:`gqref.rules`).
 
-    ``gtol``: the node-rule constant C ("interval") or the relative tolerance ("adaptive"; ``gatol`` absolute);
-    unused by "step". ``max_nodes``: the cap on nodes per interval ("interval") or the safety limit on refinement
-    nodes per interval ("adaptive").
-    ``step_nodes`` and ``kronrod_n`` (Gauß nodes per step / per Kronrod panel) are for tests and measurements.
+    ``rtol``/``atol`` are the backward solve's. ``step_nodes`` and ``kronrod_n`` (Gauß nodes per step / per
+    Kronrod panel of the step and adaptive rules) are for tests and measurements.
     counters: nfe_backward, steps_backward, nodes (per interval, first first), node_times, quadrature_error and
-    quadrature_error_dt0 (None unless adaptive), nfe_dense_replay.
+    quadrature_error_dt0 (None unless the rule estimates them), quadrature_met, nfe_dense_replay.
     """
-    if quadrature == "interval":
-        return _interval_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, gtol=gtol,
-                                  max_nodes=max_nodes, t_grad=t_grad)
-    return _dense_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad,
-                           quadrature=quadrature, gtol=gtol, gatol=gatol, max_nodes=max_nodes,
+    if isinstance(rule, IntervalRule):
+        return _interval_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, gtol=rule.C,
+                                  max_nodes=rule.max_nodes, t_grad=t_grad)
+    return _dense_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad, rule=rule,
                            step_nodes=step_nodes, kronrod_n=kronrod_n)
 
 
@@ -162,7 +163,7 @@ def _interval_gradient(field: VectorField, forward: Solution, params: np.ndarray
     dL_dt = sweep.time_gradient()
     counters = {"nfe_backward": sweep.nfe, "steps_backward": sweep.steps, "nodes": tuple(reversed(nodes_used)),
                 "node_times": tuple(reversed(node_times)), "quadrature_error": None, "quadrature_error_dt0": None,
-                "nfe_dense_replay": 0}
+                "quadrature_met": None, "nfe_dense_replay": 0}
     return sweep.state[size:].reshape(shape), dL_dparams, dL_dt, counters
 
 
@@ -193,10 +194,10 @@ def _node_integrand(field: VectorField, params: np.ndarray, shape: tuple[int, ..
 
 
 def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
-                    rtol: float, atol: float, t_grad: bool, quadrature: str, gtol: float, gatol: float,
-                    max_nodes: int, step_nodes: int,
+                    rtol: float, atol: float, t_grad: bool, rule: Rule, step_nodes: int,
                     kronrod_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
-    """"step" and "adaptive": one sweep of backward solves (keeping their dense outputs), then the quadrature."""
+    """"auto", "step" and "adaptive": one sweep of backward solves (keeping their dense outputs), then the
+    quadrature."""
     sweep = BackwardSweep(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad)
     t, shape, size = sweep.t, sweep.shape, sweep.size
     replay = 0
@@ -212,23 +213,37 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
     integrand = _node_integrand(field, params, shape, t_grad, dense)
     dimension = params.size + int(t_grad)
     error = error_dt0 = None
-    panels = _step_panels(dense, t)
+    met = None
+    blocks = [slice(0, params.size)] + ([slice(params.size, dimension)] if t_grad else [])
+    eps = float(np.finfo(np.float64).eps)
     if dimension == 0:  # nothing to integrate (no parameters, no time gradient)
         integral, nodes_used, node_times = np.zeros(0), (0,) * len(dense), (np.empty(0),) * len(dense)
-    elif quadrature == "step":
-        integral, nodes_used, node_times = _step_rule(integrand, panels, len(dense), step_nodes)
-    else:
-        blocks = [slice(0, params.size)] + ([slice(params.size, dimension)] if t_grad else [])
-        result = integrate_adaptive(integrand, panels, n_groups=len(dense), dimension=dimension, rtol=gtol,
-                                    atol=gatol, blocks=blocks, max_refinement_nodes=max_nodes, n=kronrod_n)
+    elif isinstance(rule, StepRule):
+        integral, nodes_used, node_times = _step_rule(integrand, _step_panels(dense, t), len(dense), step_nodes)
+    elif isinstance(rule, AdaptiveRule):
+        result = integrate_adaptive(integrand, _step_panels(dense, t), n_groups=len(dense), dimension=dimension,
+                                    rtol=rule.relative_tolerance(rtol, eps), atol=rule.atol, blocks=blocks,
+                                    max_refinement_nodes=rule.max_nodes, n=kronrod_n)
         integral, nodes_used, node_times = result.integral, result.nodes, result.node_times
         error = float(np.max(result.error[: params.size], initial=0.0))
         error_dt0 = float(result.error[params.size]) if t_grad else None
+    else:
+        counts = [node_count(rule.C, forward.stats.nfe, t[g], t[g + 1], t[0], t[-1], PAPER_MAX_NODES)
+                  for g in range(len(dense))]
+        sums = NumpyPanelSums(integrand, dimension)
+        done = refine(sums, interval_panels([d.step_times for d in dense], t, counts), n_groups=len(dense),
+                      rtol=rule.relative_tolerance(rtol, eps), atol=rule.atol, blocks=blocks,
+                      max_nodes=rule.max_nodes, strict=rule.strict,
+                      scales=[0.0] + ([float(np.sum(np.abs(sweep.dL_dt[1:])))] if t_grad else []))
+        integral, total_error = sums.totals()
+        nodes_used, node_times, met = done.nodes, done.node_times, done.met
+        error = float(np.max(total_error[: params.size], initial=0.0))
+        error_dt0 = float(total_error[params.size]) if t_grad else None
     dL_dt = sweep.time_gradient(integral[params.size] if t_grad else None)
     sweep.nfe += int(sum(nodes_used))  # each node costs one more evaluation (with its VJP)
     counters = {"nfe_backward": sweep.nfe, "steps_backward": sweep.steps, "nodes": tuple(nodes_used),
                 "node_times": node_times, "quadrature_error": error, "quadrature_error_dt0": error_dt0,
-                "nfe_dense_replay": replay}
+                "quadrature_met": met, "nfe_dense_replay": replay}
     return sweep.state[size:].reshape(shape), integral[: params.size].copy(), dL_dt, counters
 
 

@@ -12,13 +12,11 @@ from gqref.adjoint import adjoint_gradient
 from gqref.discrete import discrete_gradient
 from gqref.errors import InputError
 from gqref.field import VectorField, as_field
-from gqref.gq import QUADRATURES, gq_gradient
-from gqref.quadrature import DEFAULT_MAX_NODES
+from gqref.gq import gq_gradient
+from gqref.rules import DEFAULT_QUADRATURE, Rule, quadrature_rule
 from gqref.solve import Solution, solve
 
 GRADIENT_METHODS = ("gq", "adjoint", "seminorm", "discrete")
-DEFAULT_GTOL = 0.1  # the paper's C (quadrature="interval")
-DEFAULT_ADAPTIVE_MAX_NODES = 10_000  # quadrature="adaptive": safety limit on refinement nodes per interval
 
 
 @dataclass(frozen=True)
@@ -49,6 +47,8 @@ class Diagnostics:
     quadrature_error_dt0: float | None = None
     node_times: tuple[np.ndarray, ...] = ()
     nfe_dense_replay: int = 0
+    rule: Rule | None = None
+    quadrature_met: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -78,33 +78,6 @@ def _tolerance(name: str, value, default: float) -> float:
     return float(value)
 
 
-def _quadrature_options(quadrature: str, gtol, gatol, max_nodes, back_rtol: float) -> tuple[float, float, int]:
-    """(gtol, gatol, max_nodes) for GQ's rule, with each rule's defaults; options a rule has no use for are errors
-    (their meaning differs between the rules, so a value given to the wrong one is a mistake, not a no-op)."""
-    if quadrature == "step":
-        for name, value in (("gtol", gtol), ("gatol", gatol), ("max_nodes", max_nodes)):
-            if value is not None:
-                raise InputError(f"{name} does not apply to quadrature='step' (3 Gauss-Legendre nodes per step)")
-        return DEFAULT_GTOL, 0.0, DEFAULT_MAX_NODES  # unused by the step rule
-    if quadrature == "interval" and gatol is not None:
-        raise InputError("gatol applies to quadrature='adaptive'; for 'interval' gtol is the node-rule constant C")
-    default_gtol = DEFAULT_GTOL if quadrature == "interval" else back_rtol
-    gtol = _tolerance("gtol", gtol, default_gtol)
-    gatol = 0.0 if gatol is None else _non_negative("gatol", gatol)
-    default_max = DEFAULT_MAX_NODES if quadrature == "interval" else DEFAULT_ADAPTIVE_MAX_NODES
-    if max_nodes is None:
-        max_nodes = default_max
-    elif not isinstance(max_nodes, numbers.Integral) or isinstance(max_nodes, bool) or max_nodes < 1:
-        raise InputError(f"max_nodes must be a positive integer, got {max_nodes!r}")
-    return gtol, gatol, int(max_nodes)
-
-
-def _non_negative(name: str, value) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
-        raise InputError(f"{name} must be a non-negative finite number, got {value!r}")
-    return float(value)
-
-
 def gradient(
     field: VectorField | Callable,
     y0,
@@ -117,8 +90,9 @@ def gradient(
     atol: float = 1e-9,
     gtol: float | None = None,
     max_nodes: int | None = None,
-    quadrature: str = "interval",
+    quadrature: str | Rule = DEFAULT_QUADRATURE,
     gatol: float | None = None,
+    strict: bool | None = None,
     adjoint_rtol: float | None = None,
     adjoint_atol: float | None = None,
     t_grad: bool = True,
@@ -131,23 +105,25 @@ def gradient(
     ``adjoint_rtol``/``adjoint_atol`` (default: the forward ones). Methods:
 
     - ``"gq"``: the paper's GQ method. The parameter gradient is a quadrature over the backward dense output, by
-      the rule ``quadrature`` (see :mod:`gqref.gq` for the details and the reasons):
+      the rule ``quadrature``: a rule object of :mod:`gqref.rules`, or its name with the keyword options
+      (:func:`gqref.rules.quadrature_rule`; the reasons in :mod:`gqref.gq` and :mod:`gqref.panels`):
 
-      - ``"interval"`` (default, the paper's): ``gtol`` is the node-rule constant C (default 0.1, *not* a
-        tolerance), ``max_nodes`` the cap on Gauß–Legendre nodes per interval (default 64); no ``gatol``.
-        Bit for bit the original method. No error estimate.
-      - ``"step"``: 3 Gauß–Legendre nodes on every accepted backward step; takes no ``gtol``, ``gatol`` or
-        ``max_nodes``. No error estimate.
-      - ``"adaptive"``: Gauß–Kronrod panels refined until the estimated quadrature error E of each integral
-        meets, in the max norm over its components, E ≤ ``gatol`` + ``gtol``·‖integral‖_∞ (or the roundoff floor
-        100·ε·∫|integrand|): for dL_dparams and, separately, for the integral in dL_dt[0]. ``gtol`` is the
-        relative tolerance (default: the adjoint rtol), ``gatol`` the absolute one (default 0), ``max_nodes`` a
-        safety limit on the refinement nodes per interval, beyond the first 7 per backward step (default 10 000;
-        exceeding it raises :class:`gqref.QuadratureLimitError`). E is reported in ``diagnostics.quadrature_error``.
+      - ``"auto"`` (default): the paper's nodes per interval plus their Kronrod extension, refined where the
+        estimated error E exceeds ``gatol`` + ``gtol``·‖integral‖_∞ (``gtol`` default: max(adjoint rtol,
+        100·ε), i.e. the backward solve's own error level; ``gatol`` default 0). ``max_nodes`` (default 10 000)
+        bounds the refinement nodes per interval: past it a :class:`gqref.QuadratureAccuracyWarning` names the
+        interval and the error reached, or with ``strict=True`` a :class:`gqref.QuadratureLimitError` is raised.
+      - ``"interval"`` (the paper's rule, bit for bit): ``gtol`` is the node-rule constant C (default 0.1, *not* a
+        tolerance), ``max_nodes`` the cap on nodes per interval (default 64). No error estimate.
+      - ``"step"``: 3 Gauß–Legendre nodes on every accepted backward step; no options, no error estimate.
+      - ``"adaptive"``: G3/K7 panels on every backward step, bisected until E ≤ ``gatol`` + ``gtol``·‖I‖_∞
+        (``gtol`` default: the adjoint rtol); ``max_nodes`` a safety limit (10 000) that raises
+        :class:`gqref.QuadratureLimitError`.
 
-      Accuracy floor (every rule): the nodes are read from the backward solve's dense output, a 4th-order
-      interpolant, so the gradient cannot be more accurate than the adjoint tolerances make the backward solve;
-      the quadrature error E is on top of that. A gtol far below the adjoint rtol only buys nodes.
+      E is reported in ``diagnostics.quadrature_error`` (``quadrature_error_dt0`` for dL_dt[0]); whether it met
+      its tolerance in ``diagnostics.quadrature_met``. Accuracy floor (every rule): the nodes are read from the
+      backward solve's 4th-order dense output, so the gradient cannot be more accurate than the adjoint tolerances
+      make the backward solve; E measures the quadrature on top of that.
     - ``"adjoint"``: torchdiffeq's backsolve adjoint, full norm over [adj_t, z, a, each of ``param_blocks``].
     - ``"seminorm"``: the same with the parameter blocks left out of the norm.
     - ``"discrete"``: the exact derivative of the computed solution with the accepted step sizes held fixed.
@@ -162,19 +138,16 @@ def gradient(
     params = np.asarray(params, dtype=np.float64)
     if params.ndim != 1:
         raise InputError(f"params must be a 1-D array, got shape {params.shape}")
-    if quadrature not in QUADRATURES:
-        raise InputError(f"quadrature must be one of {list(QUADRATURES)}, got {quadrature!r}")
-    if method != "gq" and quadrature != "interval":
+    rule = quadrature_rule(quadrature, gtol, gatol, max_nodes, strict)
+    if method != "gq" and quadrature != DEFAULT_QUADRATURE:
         raise InputError(f"quadrature={quadrature!r} applies to method='gq', not {method!r}")
     forward = solve(field, y0, t, params, rtol=rtol, atol=atol, max_steps=max_steps)
     dL_dy = _cotangents(dL_dy, forward.ys.shape)
     back_rtol = _tolerance("adjoint_rtol", adjoint_rtol, rtol)
     back_atol = _tolerance("adjoint_atol", adjoint_atol, atol)
     if method == "gq":
-        gtol, gatol, max_nodes = _quadrature_options(quadrature, gtol, gatol, max_nodes, back_rtol)
-        dy0, dp, dt, counters = gq_gradient(field, forward, params, dL_dy, rtol=back_rtol, atol=back_atol,
-                                            gtol=gtol, max_nodes=max_nodes, t_grad=t_grad, quadrature=quadrature,
-                                            gatol=gatol)
+        dy0, dp, dt, counters = gq_gradient(field, forward, params, dL_dy, rule=rule, rtol=back_rtol,
+                                            atol=back_atol, t_grad=t_grad)
     elif method in ("adjoint", "seminorm"):
         blocks = (params.size,) if param_blocks is None else tuple(int(b) for b in param_blocks)
         if any(b < 0 for b in blocks) or sum(blocks) != params.size:
@@ -188,7 +161,8 @@ def gradient(
     diagnostics = Diagnostics(method=method, nfe_forward=forward.stats.nfe, nfe_backward=counters["nfe_backward"],
                               steps_forward=forward.stats.n_accepted, steps_backward=counters["steps_backward"],
                               nodes=counters.get("nodes", ()), forward=forward,
-                              quadrature=quadrature if method == "gq" else None,
+                              quadrature=rule.name if method == "gq" else None, rule=rule if method == "gq" else None,
+                              quadrature_met=counters.get("quadrature_met"),
                               quadrature_error=counters.get("quadrature_error"),
                               quadrature_error_dt0=counters.get("quadrature_error_dt0"),
                               node_times=counters.get("node_times", ()),

@@ -46,4 +46,6 @@ def node_count(gtol: float, nfe: int, t_prev: float, t_next: float, t_first: flo
     if not isinstance(max_nodes, (int, np.integer)) or max_nodes < 1:
         raise InputError(f"max_nodes must be a positive integer, got {max_nodes!r}")
     share = gtol * nfe * abs(t_next - t_prev) / abs(t_last - t_first)
-    return int(max(1, min(math.ceil(share), max_nodes)))
+    if not share < max_nodes:  # also a share that overflowed to inf (a huge C)
+        return int(max_nodes)
+    return int(max(1, math.ceil(share)))

@@ -31,11 +31,13 @@ class GradientStats:
     round ("step", "adaptive") (True) or fell back to a per-node loop (False). Backward fields are None until
     ``backward`` runs.
 
-    GQ only, as in :class:`gqref.Diagnostics`: ``quadrature`` is the rule ("interval", "step" or "adaptive");
+    GQ only, as in :class:`gqref.Diagnostics`: ``quadrature`` is the rule's name ("auto", "interval", "step" or
+    "adaptive") and ``rule`` the rule object (:mod:`gqref.rules`);
     ``node_times[i]`` the nodes evaluated on interval i (numpy arrays, ``len(node_times[i]) == nodes[i]``);
     ``quadrature_error`` the estimated max-norm quadrature error of the parameter gradient and
-    ``quadrature_error_dt0`` that of dL/dt[0] ("adaptive" only, None otherwise; measured against the integrand
-    read from the backward dense output, so the adjoint tolerances' error comes on top).
+    ``quadrature_error_dt0`` that of dL/dt[0] ("auto" and "adaptive", None otherwise; measured against the
+    integrand read from the backward dense output, so the adjoint tolerances' error comes on top);
+    ``quadrature_met`` ("auto") whether the estimate met its tolerance (False only after a budget warning).
     """
 
     method: str
@@ -50,6 +52,8 @@ class GradientStats:
     quadrature: str | None = None
     quadrature_error: float | None = None
     quadrature_error_dt0: float | None = None
+    quadrature_met: bool | None = None
+    rule: object = None
     node_times: tuple = ()
     _extra: dict = dataclass_field(default_factory=dict, repr=False)
 

@@ -31,9 +31,18 @@ import torch
 
 from gqref.controller import CONTROLLERS
 from gqref.errors import InputError, raise_for_status
-from gqref.gq import QUADRATURES, STEP_NODES
-from gqref.gradient import DEFAULT_ADAPTIVE_MAX_NODES, DEFAULT_GTOL
+from gqref.panels import interval_panels, refine
 from gqref.refinement import DEFAULT_KRONROD_N
+from gqref.rules import (
+    DEFAULT_QUADRATURE,
+    PAPER_MAX_NODES,
+    STEP_NODES,
+    AdaptiveRule,
+    IntervalRule,
+    Rule,
+    StepRule,
+    quadrature_rule,
+)
 from gqref.solve import output_times
 from gqtorch import refinement
 from gqtorch.adaptive import integrate_adaptive
@@ -49,7 +58,8 @@ from gqtorch.augmented import (
     node_vjps,
 )
 from gqtorch.dense import DenseOutput, DenseReader, dense_output
-from gqtorch.quadrature import DEFAULT_MAX_NODES, gauss_legendre, node_count, reference_rule
+from gqtorch.panels import TorchPanelSums
+from gqtorch.quadrature import gauss_legendre, node_count, reference_rule
 from gqtorch.solve import FlatField, _state, odeint
 from gqtorch.tableau import torch_tableau
 
@@ -165,7 +175,7 @@ class BackwardSweep:
 
 def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
     """(dL/dy0 flat, dL/dparams, dL/dt or None) by GQ; fills ``setup.stats``' backward fields."""
-    if setup.quadrature != "interval":
+    if not isinstance(setup.rule, IntervalRule):
         return dense_backward(setup, ys, dL_dy, params)
     field, stats, t_grad = setup.field, setup.stats, setup.t_grad
     sweep = BackwardSweep(setup, ys, dL_dy)
@@ -177,7 +187,7 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
     node_times = []
     for i in sweep.intervals():
         sweep.incoming(i)
-        n = node_count(setup.gtol, stats.nfe_forward, t[i - 1], t[i], t[0], t[-1], setup.max_nodes)
+        n = node_count(setup.rule.C, stats.nfe_forward, t[i - 1], t[i], t[0], t[-1], setup.rule.max_nodes)
         nodes, _ = gauss_legendre(n, t[i], t[i - 1])
         half, mid = 0.5 * (t[i - 1] - t[i]), 0.5 * (t[i] + t[i - 1])
         x_ref, w_ref = reference_rule(n, dtype, device)
@@ -232,7 +242,7 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
     time_integral = None
     if dimension == 0 or not panels:  # nothing to integrate (no parameters and no time gradient, or one time)
         nodes_used, node_times = (0,) * len(dense), (np.empty(0),) * len(dense)
-    elif setup.quadrature == "step":
+    elif isinstance(setup.rule, StepRule):
         nodes_used, node_times, grads, batched = _step_rule(field, DenseReader(dense), panels, len(dense), size,
                                                             params, t_grad, batched, dtype, device)
         for j, grad in enumerate(grads[:len(params)]):
@@ -240,6 +250,28 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
                 dL_dparams[j] = grad.to(params[j].dtype)
         if t_grad and grads[-1] is not None:
             time_integral = grads[-1].sum()
+    elif not isinstance(setup.rule, AdaptiveRule):  # the auto rule (gqref.panels)
+        rule = setup.rule
+        counts = [node_count(rule.C, stats.nfe_forward, t[g], t[g + 1], t[0], t[-1], PAPER_MAX_NODES)
+                  for g in range(len(dense))]
+        sums = TorchPanelSums(field, DenseReader(dense), size, params, t_grad, batched, dtype, device)
+        blocks = [slice(0, n_params)] + ([slice(n_params, dimension)] if t_grad else [])
+        done = refine(sums, interval_panels([d.step_times for d in dense], t, counts), n_groups=len(dense),
+                      rtol=rule.relative_tolerance(setup.adjoint_rtol, torch.finfo(dtype).eps), atol=rule.atol,
+                      blocks=blocks, max_nodes=rule.max_nodes, strict=rule.strict,
+                      scales=[0.0] + ([float(sweep.dL_dt[1:].abs().sum())] if t_grad else []))
+        integral, total_error = sums.totals()
+        nodes_used, node_times, batched = done.nodes, done.node_times, sums.batched
+        dL_dparams = [part.to(p.dtype) for p, part in zip(params, integral)]
+        if t_grad:
+            time_integral = integral[-1]
+        # the estimates to the host, in one transfer: max over the parameter components, and the time integral's
+        maxima = [e.max() for e in total_error[:len(params)] if e.numel()]
+        error_max = torch.stack(maxima).max() if maxima else torch.zeros((), dtype=dtype, device=device)
+        errors = torch.stack((error_max, total_error[-1] if t_grad else error_max)).tolist()
+        stats.quadrature_error = errors[0]
+        stats.quadrature_error_dt0 = errors[1] if t_grad else None
+        stats.quadrature_met = done.met
     else:
         reader = DenseReader(dense)
         flags = {"batched": batched}
@@ -253,19 +285,16 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
 
         blocks = [slice(0, n_params)] + ([slice(n_params, dimension)] if t_grad else [])
         result = refinement.integrate_adaptive(integrand, panels, n_groups=len(dense), dimension=dimension,
-                                               rtol=setup.gtol, atol=setup.gatol, dtype=dtype, device=device,
-                                               blocks=blocks, max_refinement_nodes=setup.max_nodes,
+                                               rtol=setup.rule.relative_tolerance(setup.adjoint_rtol, 0.0),
+                                               atol=setup.rule.atol, dtype=dtype, device=device,
+                                               blocks=blocks, max_refinement_nodes=setup.rule.max_nodes,
                                                n=DEFAULT_KRONROD_N)
         nodes_used, node_times, batched = result.nodes, result.node_times, flags["batched"]
         for j, part in enumerate(result.integral[:n_params].split([p.numel() for p in params])):
             dL_dparams[j] = part.reshape(params[j].shape).to(params[j].dtype)
         if t_grad:
             time_integral = result.integral[n_params]
-        # the estimates to the host, in one transfer
-        error_max = result.error[:n_params].max() if n_params else result.error.new_zeros(())
-        errors = torch.stack((error_max, result.error[n_params] if t_grad else error_max)).tolist()
-        stats.quadrature_error = errors[0]
-        stats.quadrature_error_dt0 = errors[1] if t_grad else None
+        _record_errors(stats, result.error, n_params, t_grad)
     dL_dt = sweep.time_gradient(time_integral)
     stats.nfe_backward = sweep.nfe + int(sum(nodes_used))  # each node costs one more evaluation (with its VJP)
     stats.steps_backward = sweep.steps
@@ -274,6 +303,14 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
     stats.batched_nodes = batched if dimension else None
     stats.backward_calls += 1
     return sweep.state[size:], dL_dparams, dL_dt
+
+
+def _record_errors(stats: GradientStats, error: torch.Tensor, n_params: int, t_grad: bool) -> None:
+    """The estimates to the host, in one transfer: max over the parameter components, and the time integral's."""
+    error_max = error[:n_params].max() if n_params else error.new_zeros(())
+    errors = torch.stack((error_max, error[n_params] if t_grad else error_max)).tolist()
+    stats.quadrature_error = errors[0]
+    stats.quadrature_error_dt0 = errors[1] if t_grad else None
 
 
 def step_panels(dense: list[DenseOutput], t: list[float]) -> list[tuple[int, float, float]]:
@@ -308,44 +345,11 @@ def _step_rule(field: FlatField, reader: DenseReader, panels: list[tuple[int, fl
     return counts, tuple(times[groups == g].reshape(-1) for g in range(n_groups)), grads, batched
 
 
-def _check_gtol(gtol, max_nodes) -> tuple[float, int]:
-    if not isinstance(gtol, (int, float)) or isinstance(gtol, bool) or not math.isfinite(gtol) or gtol <= 0:
-        raise InputError(f"gtol must be a positive finite number, got {gtol!r}")
-    if not isinstance(max_nodes, int) or isinstance(max_nodes, bool) or max_nodes < 1:
-        raise InputError(f"max_nodes must be a positive integer, got {max_nodes!r}")
-    return float(gtol), max_nodes
-
-
-def _quadrature_options(quadrature, gtol, gatol, max_nodes, back_rtol: float) -> tuple[float, float, int]:
-    """(gtol, gatol, max_nodes) for the rule, with gqref's defaults and checks (``gqref.gradient``): an option a
-    rule has no use for is an error, since its meaning differs between the rules."""
-    if not isinstance(quadrature, str) or quadrature not in QUADRATURES:
-        raise InputError(f"quadrature must be one of {list(QUADRATURES)}, got {quadrature!r}")
-    if quadrature == "step":
-        for name, value in (("gtol", gtol), ("gatol", gatol), ("max_nodes", max_nodes)):
-            if value is not None:
-                raise InputError(f"{name} does not apply to quadrature='step' (3 Gauss-Legendre nodes per step)")
-        return DEFAULT_GTOL, 0.0, DEFAULT_MAX_NODES  # unused by the step rule
-    if quadrature == "interval":
-        if gatol is not None:
-            raise InputError("gatol applies to quadrature='adaptive'; for 'interval' gtol is the node-rule "
-                             "constant C")
-        gtol, max_nodes = _check_gtol(DEFAULT_GTOL if gtol is None else gtol,
-                                      DEFAULT_MAX_NODES if max_nodes is None else max_nodes)
-        return gtol, 0.0, max_nodes
-    gtol, max_nodes = _check_gtol(back_rtol if gtol is None else gtol,
-                                  DEFAULT_ADAPTIVE_MAX_NODES if max_nodes is None else max_nodes)
-    if gatol is None:
-        gatol = 0.0
-    if not isinstance(gatol, (int, float)) or isinstance(gatol, bool) or not math.isfinite(gatol) or gatol < 0:
-        raise InputError(f"gatol must be a non-negative finite number, got {gatol!r}")
-    return gtol, float(gatol), max_nodes
-
-
 def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, gtol: float | None = None,
                       max_nodes: int | None = None, method: str | None = None, options: dict | None = None,
                       adjoint_rtol: float | None = None, adjoint_atol: float | None = None, adjoint_params=None,
-                      return_stats: bool = False, quadrature: str = "interval", gatol: float | None = None):
+                      return_stats: bool = False, quadrature: str | Rule = DEFAULT_QUADRATURE,
+                      gatol: float | None = None, strict: bool | None = None):
     """Solve like :func:`gqtorch.odeint`; differentiate by the GQ method (torchdiffeq's ``odeint_adjoint`` signature).
 
     Why: for a big field with a small state (P ≫ S) the backward solve carries only [z, a], and the parameter
@@ -381,15 +385,14 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, g
     method = check_method(method)
     params = adjoint_parameters(func, adjoint_params)
     back_rtol, back_atol = backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol)
-    gtol, gatol, max_nodes = _quadrature_options(quadrature, gtol, gatol, max_nodes, back_rtol)
+    rule = quadrature_rule(quadrature, gtol, gatol, max_nodes, strict)
     flat, shapes, is_tuple = _state(y0)
     t, t_grad = check_times(t, flat)
     output_times(t.detach().to("cpu", torch.float64).numpy())  # order checked before any solve
     t_host = t.detach().to("cpu", torch.float64).numpy().tolist()
-    stats = GradientStats(method="gq", quadrature=quadrature)
+    stats = GradientStats(method="gq", quadrature=rule.name, rule=rule)
     setup = _Setup(func=func, field=FlatField(func, shapes, is_tuple), rtol=rtol, atol=atol, method=method,
-                   options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, gtol=gtol, max_nodes=max_nodes,
-                   quadrature=quadrature, gatol=gatol,
+                   options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, rule=rule,
                    max_steps=max_steps_option(None), t_host=t_host, t_grad=t_grad, t_dtype=t.dtype,
                    stats=stats, backward=gq_backward)
     ys = user_outputs(BacksolveFunction.apply(setup, flat, t, *params), setup.field)

@@ -253,9 +253,10 @@ def test_interval_rule_is_the_paper_method_bit_for_bit(data, problem, gtol):
     frozen = paper_gq(field, problem.y0, problem.t, problem.params, cot, rtol=1e-6, atol=1e-7, gtol=gtol)
     for x, y in zip((explicit.dL_dy0, explicit.dL_dparams, explicit.dL_dt), frozen):
         assert np.array_equal(x, y)
-    default = gqref.gradient(field, problem.y0, problem.t, problem.params, cot, gtol=gtol, rtol=1e-6, atol=1e-7)
+    rule = gqref.gradient(field, problem.y0, problem.t, problem.params, cot, quadrature=gqref.IntervalRule(C=gtol),
+                          rtol=1e-6, atol=1e-7)
     for x, y in zip((explicit.dL_dy0, explicit.dL_dparams, explicit.dL_dt),
-                    (default.dL_dy0, default.dL_dparams, default.dL_dt)):
+                    (rule.dL_dy0, rule.dL_dparams, rule.dL_dt)):
         assert np.array_equal(x, y)
     d = explicit.diagnostics
     assert d.quadrature == "interval" and d.quadrature_error is None and d.nfe_dense_replay == 0
@@ -269,8 +270,8 @@ def dense_reference(field, problem, cot, tol=SOLVER_TOL):
     """The forward solve, and the exact integral of the dense-output integrand at that backward solve: 12
     Gauß nodes on every backward step (error ~h²⁵ per step: roundoff)."""
     forward = gqref.solve(field, problem.y0, problem.t, problem.params, rtol=tol, atol=tol)
-    _, dp, dt, counters = gq_gradient(field, forward, problem.params, cot, rtol=tol, atol=tol, gtol=0.1,
-                                      max_nodes=64, t_grad=True, quadrature="step", step_nodes=12)
+    _, dp, dt, counters = gq_gradient(field, forward, problem.params, cot, rule=gqref.StepRule(), rtol=tol,
+                                      atol=tol, t_grad=True, step_nodes=12)
     return forward, dp, dt, counters
 
 
@@ -285,7 +286,8 @@ def check_adaptive(field, problem, cot, truth):
     # the dense-output integrand (hi) against the truth. (test_gradients bounds it by the tolerance times the steps
     # taken, for contracting flows; the scalar time-dependent problems here need not contract.)
     solver_error = norm(hi_dp - truth_dp)
-    interval = gqref.gradient(field, problem.y0, problem.t, problem.params, cot, rtol=SOLVER_TOL, atol=SOLVER_TOL)
+    interval = gqref.gradient(field, problem.y0, problem.t, problem.params, cot, rtol=SOLVER_TOL, atol=SOLVER_TOL,
+                              quadrature="interval")
     for gtol in GTOLS:
         g = gqref.gradient(field, problem.y0, problem.t, problem.params, cot, quadrature="adaptive", gtol=gtol,
                            rtol=SOLVER_TOL, atol=SOLVER_TOL)
@@ -385,9 +387,9 @@ def test_step_rule(data, problem):
         ({"method": "adjoint", "quadrature": "adaptive"}, InputError, "applies to method='gq'"),
         ({"quadrature": "step", "gtol": 1e-6}, InputError, "gtol does not apply to quadrature='step'"),
         ({"quadrature": "step", "max_nodes": 10}, InputError, "max_nodes does not apply"),
-        ({"gatol": 1e-9}, InputError, "gatol applies to quadrature='adaptive'"),
-        ({"quadrature": "adaptive", "gatol": -1.0}, InputError, "gatol must be a non-negative"),
-        ({"quadrature": "adaptive", "gtol": 0.0}, InputError, "gtol must be a positive"),
+        ({"quadrature": "interval", "gatol": 1e-9}, InputError, "gatol does not apply to quadrature='interval'"),
+        ({"quadrature": "adaptive", "gatol": -1.0}, InputError, r"gatol\) must be a non-negative"),
+        ({"quadrature": "adaptive", "gtol": 0.0}, InputError, r"gtol\) must be a positive"),
         ({"quadrature": "adaptive", "max_nodes": 0}, InputError, "max_nodes must be a positive integer"),
         ({"quadrature": "adaptive", "max_nodes": 7, "gtol": 1e-13}, QuadratureLimitError, "max_nodes = 7"),
     ],

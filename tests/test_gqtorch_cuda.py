@@ -19,7 +19,7 @@ SOLVERS = {
     "adjoint": lambda f, y0, t: gqtorch.odeint_adjoint(f, y0, t, rtol=1e-8, atol=1e-9),
     "seminorm": lambda f, y0, t: gqtorch.odeint_adjoint(f, y0, t, rtol=1e-8, atol=1e-9,
                                                         adjoint_options={"norm": "seminorm"}),
-    "gq": lambda f, y0, t: gqtorch.odeint_adjoint_gq(f, y0, t, rtol=1e-8, atol=1e-9, gtol=0.5),
+    "gq": lambda f, y0, t: gqtorch.odeint_adjoint_gq(f, y0, t, rtol=1e-8, atol=1e-9, quadrature="interval", gtol=0.5),
 }
 
 

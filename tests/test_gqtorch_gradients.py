@@ -49,9 +49,10 @@ def test_gq_equals_gqref(data, problem):
     gtol = data.draw(st.sampled_from([0.1, 0.4, 2.0]))
     t_grad = data.draw(st.booleans())
     dl_dy = data.draw(cotangents(problem))
-    ours = run(gqtorch.odeint_adjoint_gq, problem, dl_dy, t_grad=t_grad, rtol=rtol, atol=atol, gtol=gtol)
+    ours = run(gqtorch.odeint_adjoint_gq, problem, dl_dy, t_grad=t_grad, rtol=rtol, atol=atol,
+               quadrature="interval", gtol=gtol)
     ref = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, method="gq", rtol=rtol,
-                         atol=atol, gtol=gtol, t_grad=t_grad)
+                         atol=atol, quadrature="interval", gtol=gtol, t_grad=t_grad)
     assert_twin(ours, ref, t_grad)
     stats = ours[3]
     # Same forward steps ⇒ same NFE ⇒ same node counts ⇒ same backward steps.
@@ -68,9 +69,11 @@ def test_gq_equals_gqref(data, problem):
 @pytest.mark.parametrize("max_nodes", [64, 2])
 def test_gq_equals_gqref_named_problems(problem, max_nodes):
     dl_dy = np.random.default_rng(1).standard_normal((len(problem.t), problem.state_dim))
-    ours = run(gqtorch.odeint_adjoint_gq, problem, dl_dy, gtol=0.5, max_nodes=max_nodes, adjoint_rtol=1e-9,
+    ours = run(gqtorch.odeint_adjoint_gq, problem, dl_dy,
+               quadrature="interval", gtol=0.5, max_nodes=max_nodes, adjoint_rtol=1e-9,
                adjoint_atol=1e-10)
-    ref = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, method="gq", gtol=0.5,
+    ref = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, method="gq",
+                         quadrature="interval", gtol=0.5,
                          max_nodes=max_nodes, adjoint_rtol=1e-9, adjoint_atol=1e-10)
     assert_twin(ours, ref)
     assert ours[3].nodes == ref.diagnostics.nodes and max(ours[3].nodes) <= max_nodes
@@ -147,8 +150,9 @@ def test_adjoint_tuple_state_equals_torchdiffeq():
 def test_gq_decreasing_time_equals_gqref():
     problem = pr.mlp(8, state_dim=2, time_dependent=True, t=[1.5, 0.9, 0.2, -0.5])
     dl_dy = np.random.default_rng(2).standard_normal((4, 2))
-    ours = run(gqtorch.odeint_adjoint_gq, problem, dl_dy, gtol=0.7)
-    ref = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, method="gq", gtol=0.7)
+    ours = run(gqtorch.odeint_adjoint_gq, problem, dl_dy, quadrature="interval", gtol=0.7)
+    ref = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, method="gq",
+                         quadrature="interval", gtol=0.7)
     assert_twin(ours, ref)
     assert sum(ours[3].nodes) > 3
 
@@ -165,7 +169,8 @@ def test_gq_tuple_state_matches_direct_backprop(decreasing):
         y0 = tuple(b.clone().requires_grad_() for b in y0_data)
         t = t_data.clone().requires_grad_(solver == "gq")
         if solver == "gq":
-            ys, _ = gqtorch.odeint_adjoint_gq(tuple_field, y0, t, rtol=1e-11, atol=1e-12, gtol=1.0,
+            ys, _ = gqtorch.odeint_adjoint_gq(tuple_field, y0, t, rtol=1e-11, atol=1e-12,
+                                              quadrature="interval", gtol=1.0,
                                               adjoint_params=(), return_stats=True)
         else:
             ys = gqtorch.odeint(tuple_field, y0, t, rtol=1e-11, atol=1e-12)
@@ -184,7 +189,8 @@ def test_paper_toy_against_closed_form():
     a = torch.tensor(a_val, dtype=F64, requires_grad=True)
     z0 = torch.tensor([z0_val], dtype=F64, requires_grad=True)
     t = torch.tensor([0.0, T], dtype=F64, requires_grad=True)
-    ys, stats = gqtorch.odeint_adjoint_gq(lambda t, z: a * z, z0, t, rtol=1e-6, atol=1e-7, gtol=0.4,
+    ys, stats = gqtorch.odeint_adjoint_gq(lambda t, z: a * z, z0, t, rtol=1e-6, atol=1e-7,
+                                          quadrature="interval", gtol=0.4,
                                           adjoint_params=(a,), return_stats=True)
     (ys[-1] ** 2).sum().backward()
     zT = z0_val * math.exp(a_val * T)
@@ -221,7 +227,7 @@ def test_module_without_nfe_and_plain_function_agree():
 def test_non_vmappable_field_falls_back_to_a_loop():
     problem = pr.mlp(6, state_dim=2, time_dependent=True)
     dl_dy = np.random.default_rng(3).standard_normal((len(problem.t), 2))
-    batched = run(gqtorch.odeint_adjoint_gq, problem, dl_dy, gtol=1.0)
+    batched = run(gqtorch.odeint_adjoint_gq, problem, dl_dy, quadrature="interval", gtol=1.0)
     params = torch.tensor(problem.params, requires_grad=True)
     inner = torch_field(problem, params)
 
@@ -231,7 +237,8 @@ def test_non_vmappable_field_falls_back_to_a_loop():
         return inner(t, y)
 
     y0, t = torch.tensor(problem.y0, requires_grad=True), torch.tensor(problem.t, requires_grad=True)
-    ys, stats = gqtorch.odeint_adjoint_gq(func, y0, t, gtol=1.0, adjoint_params=[params], return_stats=True)
+    ys, stats = gqtorch.odeint_adjoint_gq(func, y0, t,
+                                          quadrature="interval", gtol=1.0, adjoint_params=[params], return_stats=True)
     (torch.from_numpy(dl_dy) * ys).sum().backward()
     assert stats.batched_nodes is False and batched[3].batched_nodes is True
     for ours, theirs in zip((y0.grad, params.grad, t.grad), batched[:3]):
@@ -241,11 +248,11 @@ def test_non_vmappable_field_falls_back_to_a_loop():
 def test_float32_gradients_close_to_float64():
     problem = pr.mlp(8, state_dim=2, time_dependent=True)
     dl_dy = np.random.default_rng(4).standard_normal((len(problem.t), 2))
-    exact = run(gqtorch.odeint_adjoint_gq, problem, dl_dy, rtol=1e-10, atol=1e-10, gtol=1.0)
+    exact = run(gqtorch.odeint_adjoint_gq, problem, dl_dy, rtol=1e-10, atol=1e-10, quadrature="interval", gtol=1.0)
     params = torch.tensor(problem.params, dtype=torch.float32, requires_grad=True)
     y0 = torch.tensor(problem.y0, dtype=torch.float32, requires_grad=True)
     ys = gqtorch.odeint_adjoint_gq(torch_field(problem, params), y0, torch.tensor(problem.t), rtol=1e-6, atol=1e-7,
-                                   gtol=1.0, adjoint_params=(params,))
+                                   quadrature="interval", gtol=1.0, adjoint_params=(params,))
     assert ys.dtype == torch.float32
     (torch.from_numpy(dl_dy).float() * ys).sum().backward()
     # float32 roundoff (~1e-7 per step) and rtol 1e-6 on an O(1) problem: 1e-4 leaves two orders of margin.

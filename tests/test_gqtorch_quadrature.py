@@ -81,7 +81,7 @@ def gqref_twin(problem, dl_dy, nodes, **kwargs):
     by ±NUDGE (relative): a decision that flips under such a nudge was borderline, and the nudged run is the twin."""
     field = python_field(problem.field)
     ref = gqref.gradient(field, problem.y0, problem.t, problem.params, dl_dy, method="gq", **kwargs)
-    if ref.diagnostics.nodes == nodes or kwargs.get("quadrature") != "adaptive":
+    if ref.diagnostics.nodes == nodes or kwargs.get("quadrature") not in ("adaptive", "auto"):
         return ref
     gtol = kwargs.pop("gtol", None) or kwargs.get("adjoint_rtol") or kwargs["rtol"]
     for factor in (1 - NUDGE, 1 + NUDGE):
@@ -109,7 +109,7 @@ def assert_twin(ours, ref, t_grad=True, times=True):
     span = np.ptp(d.forward.ts)
     for ours_t, ref_t in zip(stats.node_times, d.node_times) if times else ():
         assert np.allclose(np.sort(ours_t), np.sort(ref_t), rtol=0.0, atol=1e-9 * span)
-    if d.quadrature == "adaptive":
+    if d.quadrature in ("adaptive", "auto"):
         check_estimate(stats.quadrature_error, d.quadrature_error, np.max(np.abs(ref.dL_dparams), initial=0.0))
         if t_grad:
             check_estimate(stats.quadrature_error_dt0, d.quadrature_error_dt0, abs(ref.dL_dt[0]))
@@ -231,28 +231,26 @@ def test_adaptive_refinement_is_one_batched_call_per_round():
 # --- the rules among themselves -----------------------------------------------------------------------------------
 
 
-def test_default_is_the_interval_rule_bit_for_bit():
+def test_interval_rule_defaults_are_the_papers():
+    """quadrature="interval" alone is C = 0.1 and the cap 64; the default rule is now "auto"."""
     problem = pr.mlp(8, state_dim=2, time_dependent=True, t=[0.0, 0.7, 1.5])
     dl_dy = np.random.default_rng(5).standard_normal((3, 2))
-    default = run(problem, dl_dy, gtol=0.4, rtol=1e-6, atol=1e-7)
-    explicit = run(problem, dl_dy, gtol=0.4, rtol=1e-6, atol=1e-7, quadrature="interval", max_nodes=64)
-    for x, y in zip(default[:3], explicit[:3]):
+    plain = run(problem, dl_dy, rtol=1e-6, atol=1e-7, quadrature="interval")
+    explicit = run(problem, dl_dy, gtol=0.1, rtol=1e-6, atol=1e-7, quadrature="interval", max_nodes=64)
+    for x, y in zip(plain[:3], explicit[:3]):
         assert np.array_equal(x, y)
-    for stats in (default[3], explicit[3]):
-        assert stats.quadrature == "interval" and stats.quadrature_error is None and stats.nodes == default[3].nodes
+    for stats in (plain[3], explicit[3]):
+        assert stats.quadrature == "interval" and stats.quadrature_error is None and stats.nodes == plain[3].nodes
         assert [len(ts) for ts in stats.node_times] == list(stats.nodes)
-    plain = run(problem, dl_dy, rtol=1e-6, atol=1e-7)
-    c_default = run(problem, dl_dy, rtol=1e-6, atol=1e-7, gtol=0.1)
-    for x, y in zip(plain[:3], c_default[:3]):  # gtol's default is the paper's C = 0.1
-        assert np.array_equal(x, y)
+    assert run(problem, dl_dy, rtol=1e-6, atol=1e-7)[3].quadrature == "auto"
 
 
-@pytest.mark.parametrize("quadrature", ["step", "adaptive"])
+@pytest.mark.parametrize("quadrature", ["step", "adaptive", "auto"])
 def test_backward_solves_are_the_interval_rules(quadrature):
     """Output times never change the steps: dL/dy0 and dL/dt[1:] are the interval rule's, bit for bit."""
     problem = pr.mlp(6, state_dim=3, time_dependent=True, t=[0.0, 0.5, 1.2])
     dl_dy = np.random.default_rng(6).standard_normal((3, 3))
-    interval = run(problem, dl_dy, rtol=1e-6, atol=1e-7)
+    interval = run(problem, dl_dy, rtol=1e-6, atol=1e-7, quadrature="interval")
     ours = run(problem, dl_dy, rtol=1e-6, atol=1e-7, quadrature=quadrature)
     assert np.array_equal(ours[0], interval[0]) and np.array_equal(ours[2][1:], interval[2][1:])
     assert ours[3].steps_backward == interval[3].steps_backward
@@ -369,10 +367,10 @@ def test_recording_leaves_the_solve_unchanged_and_reproduces_it():
     ({"quadrature": "step", "gtol": 1e-6}, InputError, "gtol does not apply to quadrature='step'"),
     ({"quadrature": "step", "gatol": 1e-6}, InputError, "gatol does not apply to quadrature='step'"),
     ({"quadrature": "step", "max_nodes": 10}, InputError, "max_nodes does not apply"),
-    ({"gatol": 1e-9}, InputError, "gatol applies to quadrature='adaptive'"),
-    ({"quadrature": "adaptive", "gatol": -1.0}, InputError, "gatol must be a non-negative"),
-    ({"quadrature": "adaptive", "gatol": math.nan}, InputError, "gatol must be a non-negative"),
-    ({"quadrature": "adaptive", "gtol": 0.0}, InputError, "gtol must be a positive"),
+    ({"quadrature": "interval", "gatol": 1e-9}, InputError, "gatol does not apply to quadrature='interval'"),
+    ({"quadrature": "adaptive", "gatol": -1.0}, InputError, r"gatol\) must be a non-negative"),
+    ({"quadrature": "adaptive", "gatol": math.nan}, InputError, r"gatol\) must be a non-negative"),
+    ({"quadrature": "adaptive", "gtol": 0.0}, InputError, r"gtol\) must be a positive"),
     ({"quadrature": "adaptive", "max_nodes": 0}, InputError, "max_nodes must be a positive integer"),
     ({"quadrature": "adaptive", "max_nodes": 7, "gtol": 1e-13}, QuadratureLimitError, "max_nodes = 7"),
 ])

@@ -88,7 +88,7 @@ def _gradients(name: str, solver: str, t_grad: bool, cotangent: torch.Tensor | N
     if solver == "direct":
         ys = gqtorch.odeint(func, y0, t, **opts)
     elif solver == "gq":
-        ys = gqtorch.odeint_adjoint_gq(func, y0, t, gtol=PAPER_GTOL, **opts)
+        ys = gqtorch.odeint_adjoint_gq(func, y0, t, quadrature="interval", gtol=PAPER_GTOL, **opts)
     else:
         ys = gqtorch.odeint_adjoint(func, y0, t, **opts)
     if cotangent is None:
@@ -137,7 +137,7 @@ def _spiral_gradients(solver, cotangent=None):
 
 
 SPIRAL_SOLVERS = {
-    "gq": lambda f, y0, t: gqtorch.odeint_adjoint_gq(f, y0, t, gtol=PAPER_GTOL),
+    "gq": lambda f, y0, t: gqtorch.odeint_adjoint_gq(f, y0, t, quadrature="interval", gtol=PAPER_GTOL),
     "adjoint": gqtorch.odeint_adjoint,
     "seminorm": lambda f, y0, t: gqtorch.odeint_adjoint(f, y0, t, adjoint_options={"norm": "seminorm"}),
 }

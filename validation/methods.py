@@ -30,7 +30,7 @@ class Solver:
         if self.method == "direct" or not torch.is_grad_enabled():
             ys, stats = gqtorch.odeint(func, y0, t, **opts)
         elif self.method == "gq":
-            ys, stats = gqtorch.odeint_adjoint_gq(func, y0, t, gtol=self.gtol, **opts)
+            ys, stats = gqtorch.odeint_adjoint_gq(func, y0, t, quadrature="interval", gtol=self.gtol, **opts)
         else:
             options = {"norm": "seminorm"} if self.method == "seminorm" else None
             ys, stats = gqtorch.odeint_adjoint(func, y0, t, adjoint_options=options, **opts)

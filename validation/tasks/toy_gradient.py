@@ -106,7 +106,7 @@ def toy_gradient(T: float, method: str, dtype: torch.dtype = torch.float64, rtol
     if method == "direct":
         ys, stats = gqtorch.odeint(func, z0, t, **opts)
     elif method == "gq":
-        ys, stats = gqtorch.odeint_adjoint_gq(func, z0, t, gtol=gtol, **opts)
+        ys, stats = gqtorch.odeint_adjoint_gq(func, z0, t, quadrature="interval", gtol=gtol, **opts)
     elif method in ("adjoint", "seminorm"):
         options = {"norm": "seminorm"} if method == "seminorm" else None
         ys, stats = gqtorch.odeint_adjoint(func, z0, t, adjoint_options=options, **opts)

@@ -1,0 +1,181 @@
+"""GQ's quadrature rules as small typed objects, shared by gqref and gqtorch.
+
+A rule says where GQ places its nodes and what, if anything, it promises about the quadrature error. Each rule is a
+frozen dataclass that validates its own fields (an :class:`~gqref.errors.InputError` naming the field), so
+``gqref.gradient(..., quadrature=AutoRule(rtol=1e-6))`` and ``gqtorch.odeint_adjoint_gq(..., quadrature=...)`` take
+the same objects. The strings ``"auto"``, ``"interval"``, ``"step"``, ``"adaptive"`` with the keyword options
+``gtol``/``gatol``/``max_nodes``/``strict`` are shortcuts for them (:func:`quadrature_rule`).
+
+| rule | nodes | error estimate |
+|---|---|---|
+| :class:`AutoRule` (default) | the paper's nodes per interval + their Kronrod extension, refined | yes, to ``rtol`` |
+| :class:`IntervalRule` | the paper's rule: n_i = min(⌈C·NFE·Δt_i/T⌉, max_nodes) per interval | none |
+| :class:`StepRule` | 3 Gauß–Legendre nodes on every backward step | none |
+| :class:`AdaptiveRule` | a G3/K7 pair on every backward step, bisected until ``rtol`` | yes |
+
+Why the auto rule is the default, and how it works: :mod:`gqref.panels`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+from gqref.errors import InputError
+from gqref.quadrature import DEFAULT_MAX_NODES as PAPER_MAX_NODES  # the paper's cap on nodes per interval
+
+PAPER_C = 0.1  # the paper's node-rule constant C (Norcliffe & Deisenroth 2023, §4)
+STEP_NODES = 3  # Gauß–Legendre nodes per backward step (why 3: gqref.gq)
+REFINEMENT_MAX_NODES = 10_000  # error-controlled rules: safety limit on refinement nodes per interval
+ROUNDOFF_ULPS = 100  # a relative tolerance below ROUNDOFF_ULPS·ε of the working dtype cannot be verified
+
+
+def _positive(owner: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{owner}: {name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _non_negative(owner: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise InputError(f"{owner}: {name} must be a non-negative finite number, got {value!r}")
+    return float(value)
+
+
+def _count(owner: str, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _flag(owner: str, name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{owner}: {name} must be True or False, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class IntervalRule:
+    """The paper's rule: n_i = min(⌈C·NFE·Δt_i/(T − t_0)⌉, max_nodes) Gauß–Legendre nodes on interval i.
+
+    ``C`` is a node budget, not a tolerance: nothing checks the quadrature error (the paper's figures use C = 0.1).
+    """
+
+    C: float = PAPER_C
+    max_nodes: int = PAPER_MAX_NODES
+    name = "interval"
+
+    def __post_init__(self):
+        object.__setattr__(self, "C", _positive("IntervalRule", "C (gtol)", self.C))
+        object.__setattr__(self, "max_nodes", _count("IntervalRule", "max_nodes", self.max_nodes))
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """3 Gauß–Legendre nodes on every accepted backward step (no options, no error estimate)."""
+
+    name = "step"
+
+
+@dataclass(frozen=True)
+class AdaptiveRule:
+    """A G3/K7 Gauß–Kronrod pair on every backward step, bisected until E_j ≤ atol + rtol·‖I‖_∞.
+
+    ``rtol`` defaults to the adjoint rtol; ``max_nodes`` is a safety limit on refinement nodes per interval
+    (beyond the first 7 per step) that raises :class:`gqref.refinement.QuadratureLimitError`.
+    """
+
+    rtol: float | None = None
+    atol: float = 0.0
+    max_nodes: int = REFINEMENT_MAX_NODES
+    name = "adaptive"
+
+    def __post_init__(self):
+        if self.rtol is not None:
+            object.__setattr__(self, "rtol", _positive("AdaptiveRule", "rtol (gtol)", self.rtol))
+        object.__setattr__(self, "atol", _non_negative("AdaptiveRule", "atol (gatol)", self.atol))
+        object.__setattr__(self, "max_nodes", _count("AdaptiveRule", "max_nodes", self.max_nodes))
+
+    def relative_tolerance(self, adjoint_rtol: float, eps: float) -> float:
+        return adjoint_rtol if self.rtol is None else self.rtol
+
+
+@dataclass(frozen=True)
+class AutoRule:
+    """The default: the paper's nodes, checked by their Kronrod extension, refined only where the check fails.
+
+    Every interval starts as one panel with the paper's n_i = min(⌈C·NFE·Δt_i/T⌉, 64) Gauß nodes and their
+    n_i + 1 Kronrod nodes. The returned value is the Kronrod sum K; the reported error ``quadrature_error`` is
+    E = |Σ_panels (K − G)|, the estimated error of the paper's Gauß sum, so an estimate on the safe side for K.
+    Until E_j ≤ atol + rtol·‖I‖_∞ (per block: parameter gradient, time integral) holds, the panels with the
+    largest errors are split at their middle backward step (one step: in half). Details: :mod:`gqref.panels`.
+
+    - ``rtol`` (``gtol``): default max(adjoint rtol, 100·ε of the working dtype): the quadrature error is held at
+      the backward solve's own error level, never below what the dtype can verify.
+    - ``atol`` (``gatol``): absolute tolerance, default 0.
+    - ``max_nodes``: refinement nodes per interval beyond the first round; when the budget runs out the result
+      comes with a :class:`~gqref.errors.QuadratureAccuracyWarning` naming the interval and the error reached,
+      or, with ``strict=True``, a :class:`gqref.refinement.QuadratureLimitError`.
+    - ``C``: the first round's node budget (the paper's constant).
+    """
+
+    rtol: float | None = None
+    atol: float = 0.0
+    max_nodes: int = REFINEMENT_MAX_NODES
+    strict: bool = False
+    C: float = PAPER_C
+    name = "auto"
+
+    def __post_init__(self):
+        if self.rtol is not None:
+            object.__setattr__(self, "rtol", _positive("AutoRule", "rtol (gtol)", self.rtol))
+        object.__setattr__(self, "atol", _non_negative("AutoRule", "atol (gatol)", self.atol))
+        object.__setattr__(self, "max_nodes", _count("AutoRule", "max_nodes", self.max_nodes))
+        object.__setattr__(self, "strict", _flag("AutoRule", "strict", self.strict))
+        object.__setattr__(self, "C", _positive("AutoRule", "C", self.C))
+
+    def relative_tolerance(self, adjoint_rtol: float, eps: float) -> float:
+        return max(adjoint_rtol, ROUNDOFF_ULPS * eps) if self.rtol is None else self.rtol
+
+
+Rule = AutoRule | IntervalRule | StepRule | AdaptiveRule
+RULES = {rule.name: rule for rule in (AutoRule, IntervalRule, StepRule, AdaptiveRule)}
+QUADRATURES = tuple(RULES)
+DEFAULT_QUADRATURE = "auto"
+
+
+def quadrature_rule(quadrature="auto", gtol=None, gatol=None, max_nodes=None, strict=None) -> Rule:
+    """The rule object for ``quadrature`` (a rule object, or a name with the keyword options).
+
+    ``gtol`` means C for "interval" and the relative tolerance for "auto"/"adaptive"; ``gatol`` the absolute
+    tolerance; ``max_nodes`` the cap ("interval") or the refinement budget; ``strict`` ("auto") raises instead of
+    warning when the budget runs out. An option a rule has no use for is an error, not a no-op: its meaning differs
+    between the rules, so a value given to the wrong one is a mistake.
+    """
+    given = {name: value for name, value in
+             (("gtol", gtol), ("gatol", gatol), ("max_nodes", max_nodes), ("strict", strict)) if value is not None}
+    if isinstance(quadrature, tuple(RULES.values())):
+        if given:
+            raise InputError(f"{sorted(given)} cannot be combined with a rule object ({quadrature!r}): "
+                             "set them on the rule")
+        return quadrature
+    if not isinstance(quadrature, str) or quadrature not in RULES:
+        raise InputError(f"quadrature must be one of {list(QUADRATURES)} or a rule object "
+                         f"(gqref.rules.AutoRule, …), got {quadrature!r}")
+    accepted = {"auto": ("gtol", "gatol", "max_nodes", "strict"), "interval": ("gtol", "max_nodes"),
+                "step": (), "adaptive": ("gtol", "gatol", "max_nodes")}[quadrature]
+    for name in given:
+        if name not in accepted:
+            raise InputError(f"{name} does not apply to quadrature={quadrature!r} (it takes "
+                             f"{', '.join(accepted) if accepted else 'no options'})")
+    if quadrature == "step":
+        return StepRule()
+    if quadrature == "interval":
+        return IntervalRule(**({"C": gtol} if gtol is not None else {}),
+                            **({"max_nodes": max_nodes} if max_nodes is not None else {}))
+    options = {"rtol": gtol, **({"atol": gatol} if gatol is not None else {}),
+               **({"max_nodes": max_nodes} if max_nodes is not None else {})}
+    if quadrature == "adaptive":
+        return AdaptiveRule(**options)
+    return AutoRule(**options, **({"strict": strict} if strict is not None else {}))
