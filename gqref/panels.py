@@ -163,10 +163,10 @@ def refine(sums: PanelSums, panels: list[Panel], *, n_groups: int, rtol: float, 
         rounds += 1
         verdict = sums.assess(rtol, atol, blocks, scales)
         if not verdict.finite:
+            named = ", ".join(f"[{p.lo!r}, {p.hi!r}] in [t_{p.group}, t_{p.group + 1}]" for p in pending[:3])
             raise NonFiniteFieldError("GQ's quadrature integrand (aᵀ∂f/∂θ or a·∂f/∂t) is not finite (NaN or inf) "
-                                      "at a node of an interval or panel in "
-                                      f"{sorted({(done[k].lo, done[k].hi) for k in range(len(done))})[:3]}…",
-                                      float("nan"))
+                                      f"at a node of the panels {named}{' …' if len(pending) > 3 else ''}",
+                                      float(pending[0].lo))
         if verdict.met:
             break
         chosen = _chosen(verdict.shares)
@@ -186,7 +186,8 @@ def refine(sums: PanelSums, panels: list[Panel], *, n_groups: int, rtol: float, 
             warnings.warn(message, QuadratureAccuracyWarning, stacklevel=4)
             met = False
             break
-        keep = [k for k in range(len(done)) if k not in set(chosen)]
+        split = set(chosen)
+        keep = [k for k in range(len(done)) if k not in split]
         sums.keep(keep)
         done = [done[k] for k in keep]
         pending = children

@@ -40,9 +40,10 @@ import numpy as np
 
 from gqref.errors import GQError, InputError, NonFiniteFieldError
 from gqref.kronrod import gauss_kronrod
+from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS
 
 DEFAULT_KRONROD_N = 3  # G3/K7 panels: G3 is GQ's step rule (see gqref.gq)
-ROUNDOFF_FLOOR = 100 * np.finfo(np.float64).eps
+ROUNDOFF_FLOOR = ROUNDOFF_ULPS * np.finfo(np.float64).eps
 SPLIT_BUDGET = 0.5  # after a round's splits, the panels left alone use at most this share of the tolerance
 
 
@@ -79,7 +80,7 @@ def integrate_adaptive(
     rtol: float,
     atol: float,
     blocks: Sequence[slice] | None = None,
-    max_refinement_nodes: int = 10_000,
+    max_refinement_nodes: int = REFINEMENT_MAX_NODES,
     n: int = DEFAULT_KRONROD_N,
 ) -> AdaptiveQuadrature:
     """Σ over ``panels`` (group, lo, hi) of ∫_lo^hi g(t) dt, refined until the estimated error meets the tolerance.

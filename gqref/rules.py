@@ -55,6 +55,15 @@ def _flag(owner: str, name: str, value) -> bool:
     return value
 
 
+def _check_tolerances(rule) -> None:
+    """Validate (and normalise) the fields the error-controlled rules share: rtol, atol, max_nodes."""
+    owner = type(rule).__name__
+    if rule.rtol is not None:
+        object.__setattr__(rule, "rtol", _positive(owner, "rtol (gtol)", rule.rtol))
+    object.__setattr__(rule, "atol", _non_negative(owner, "atol (gatol)", rule.atol))
+    object.__setattr__(rule, "max_nodes", _count(owner, "max_nodes", rule.max_nodes))
+
+
 @dataclass(frozen=True)
 class IntervalRule:
     """The paper's rule: n_i = min(⌈C·NFE·Δt_i/(T − t_0)⌉, max_nodes) Gauß–Legendre nodes on interval i.
@@ -92,10 +101,7 @@ class AdaptiveRule:
     name = "adaptive"
 
     def __post_init__(self):
-        if self.rtol is not None:
-            object.__setattr__(self, "rtol", _positive("AdaptiveRule", "rtol (gtol)", self.rtol))
-        object.__setattr__(self, "atol", _non_negative("AdaptiveRule", "atol (gatol)", self.atol))
-        object.__setattr__(self, "max_nodes", _count("AdaptiveRule", "max_nodes", self.max_nodes))
+        _check_tolerances(self)
 
     def relative_tolerance(self, adjoint_rtol: float, eps: float) -> float:
         return adjoint_rtol if self.rtol is None else self.rtol
@@ -128,10 +134,7 @@ class AutoRule:
     name = "auto"
 
     def __post_init__(self):
-        if self.rtol is not None:
-            object.__setattr__(self, "rtol", _positive("AutoRule", "rtol (gtol)", self.rtol))
-        object.__setattr__(self, "atol", _non_negative("AutoRule", "atol (gatol)", self.atol))
-        object.__setattr__(self, "max_nodes", _count("AutoRule", "max_nodes", self.max_nodes))
+        _check_tolerances(self)
         object.__setattr__(self, "strict", _flag("AutoRule", "strict", self.strict))
         object.__setattr__(self, "C", _positive("AutoRule", "C", self.C))
 

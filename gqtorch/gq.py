@@ -265,12 +265,7 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
         dL_dparams = [part.to(p.dtype) for p, part in zip(params, integral)]
         if t_grad:
             time_integral = integral[-1]
-        # the estimates to the host, in one transfer: max over the parameter components, and the time integral's
-        maxima = [e.max() for e in total_error[:len(params)] if e.numel()]
-        error_max = torch.stack(maxima).max() if maxima else torch.zeros((), dtype=dtype, device=device)
-        errors = torch.stack((error_max, total_error[-1] if t_grad else error_max)).tolist()
-        stats.quadrature_error = errors[0]
-        stats.quadrature_error_dt0 = errors[1] if t_grad else None
+        _record_errors(stats, total_error[:len(params)], total_error[-1] if t_grad else None, dtype, device)
         stats.quadrature_met = done.met
     else:
         reader = DenseReader(dense)
@@ -294,7 +289,7 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
             dL_dparams[j] = part.reshape(params[j].shape).to(params[j].dtype)
         if t_grad:
             time_integral = result.integral[n_params]
-        _record_errors(stats, result.error, n_params, t_grad)
+        _record_errors(stats, [result.error[:n_params]], result.error[n_params] if t_grad else None, dtype, device)
     dL_dt = sweep.time_gradient(time_integral)
     stats.nfe_backward = sweep.nfe + int(sum(nodes_used))  # each node costs one more evaluation (with its VJP)
     stats.steps_backward = sweep.steps
@@ -305,12 +300,14 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
     return sweep.state[size:], dL_dparams, dL_dt
 
 
-def _record_errors(stats: GradientStats, error: torch.Tensor, n_params: int, t_grad: bool) -> None:
-    """The estimates to the host, in one transfer: max over the parameter components, and the time integral's."""
-    error_max = error[:n_params].max() if n_params else error.new_zeros(())
-    errors = torch.stack((error_max, error[n_params] if t_grad else error_max)).tolist()
+def _record_errors(stats: GradientStats, param_errors: list[torch.Tensor], time_error: torch.Tensor | None,
+                   dtype: torch.dtype, device: torch.device) -> None:
+    """The estimates to the host, in one transfer: the max over the parameter components, and the time integral's."""
+    maxima = [e.max() for e in param_errors if e.numel()]
+    error_max = torch.stack(maxima).max() if maxima else torch.zeros((), dtype=dtype, device=device)
+    errors = torch.stack((error_max, error_max if time_error is None else time_error.reshape(()))).tolist()
     stats.quadrature_error = errors[0]
-    stats.quadrature_error_dt0 = errors[1] if t_grad else None
+    stats.quadrature_error_dt0 = None if time_error is None else errors[1]
 
 
 def step_panels(dense: list[DenseOutput], t: list[float]) -> list[tuple[int, float, float]]:

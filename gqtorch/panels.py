@@ -78,26 +78,26 @@ class TorchPanelSums:
                 sums.append(parts)
         return sums
 
+    def _accumulate(self, kronrod: list[torch.Tensor], difference: list[torch.Tensor]) -> None:
+        # the first panel's tensors become the totals (no copy); later ones add out of place, so rows stay intact
+        if self.integral is None:
+            self.integral, self.difference = list(kronrod), list(difference)
+        else:
+            self.integral = [a + b for a, b in zip(self.integral, kronrod)]
+            self.difference = [a + b for a, b in zip(self.difference, difference)]
+
     def add(self, panels: list[Panel]) -> None:
         for panel in panels:
             times, wk, wg = panel.nodes()
-            kronrod, difference = self._weighted(panel.group, times, (wk, wk - wg))
-            self.rows.append((kronrod, difference))
-            if self.integral is None:
-                self.integral, self.difference = list(kronrod), list(difference)
-            else:
-                self.integral = [a + b for a, b in zip(self.integral, kronrod)]
-                self.difference = [a + b for a, b in zip(self.difference, difference)]
+            row = self._weighted(panel.group, times, (wk, wk - wg))
+            self.rows.append(row)
+            self._accumulate(*row)
 
     def keep(self, indices: list[int]) -> None:
         self.rows = [self.rows[k] for k in indices]
         self.integral = self.difference = None
-        for kronrod, difference in self.rows:
-            if self.integral is None:
-                self.integral, self.difference = list(kronrod), list(difference)
-            else:
-                self.integral = [a + b for a, b in zip(self.integral, kronrod)]
-                self.difference = [a + b for a, b in zip(self.difference, difference)]
+        for row in self.rows:
+            self._accumulate(*row)
 
     def totals(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(I = Σ_p K_p, E = |Σ_p (K_p − G_p)|), per parameter (and the time integral last)."""

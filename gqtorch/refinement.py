@@ -25,13 +25,13 @@ import torch
 from gqref.errors import InputError, NonFiniteFieldError
 from gqref.kronrod import gauss_kronrod
 from gqref.refinement import DEFAULT_KRONROD_N, SPLIT_BUDGET, QuadratureLimitError
+from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS  # the floor is ROUNDOFF_ULPS·ε(dtype)·∫|g|
 from gqtorch.augmented import _grads
 from gqtorch.quadrature import kronrod_rule
 from gqtorch.solve import FlatField
 
 __all__ = ["AdaptiveQuadrature", "QuadratureLimitError", "integrate_adaptive", "node_rows"]
 
-ROUNDOFF_ULPS = 100  # the roundoff floor is ROUNDOFF_ULPS·ε·∫|g| (gqref.refinement.ROUNDOFF_FLOOR in float64)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def integrate_adaptive(
     dtype: torch.dtype,
     device: torch.device | str,
     blocks: Sequence[slice] | None = None,
-    max_refinement_nodes: int = 10_000,
+    max_refinement_nodes: int = REFINEMENT_MAX_NODES,
     n: int = DEFAULT_KRONROD_N,
 ) -> AdaptiveQuadrature:
     """Σ over ``panels`` (group, lo, hi) of ∫_lo^hi g(t) dt, refined until the estimated error meets the tolerance.
