@@ -65,10 +65,11 @@ def test_replay_reproduces_the_solver():
 
 def method_error(problem, cot, method, tol):
     exact = problem.exact_gradient(problem.y0, problem.params, problem.t, cot)
-    # gtol = 1: about one node per forward evaluation, so the quadrature error (which the node rule does not
-    # control, see issue "error-controlled GQ") stays below the solver's own error at these tolerances.
+    # the paper's rule with C = 1: about one node per forward evaluation, so the quadrature error (which that rule
+    # does not control) stays below the solver's own error at these tolerances
+    paper_rule = {"quadrature": "interval", "gtol": 1.0} if method == "gq" else {}
     g = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, cot, method=method, rtol=tol,
-                       atol=tol, gtol=1.0)
+                       atol=tol, **paper_rule)
     scale = max(np.max(np.abs(e)) for e in exact)
     error = max(np.max(np.abs(np.asarray(a) - e)) for a, e in zip((g.dL_dy0, g.dL_dparams, g.dL_dt), exact))
     return error / (scale if scale > 0 else 1.0), g.diagnostics  # absolute when the exact gradient is 0
@@ -108,8 +109,9 @@ def test_toy_experiment(method, T):
     problem = P.toy(a=0.2, z0=10.0, T=T)
     cot = P.toy_loss_gradient(problem)
     z_T = problem.exact_solution(problem.y0, problem.params, problem.t)[-1, 0]
+    paper_rule = {"quadrature": "interval", "gtol": 0.4} if method == "gq" else {}
     g = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, cot, method=method, rtol=1e-6,
-                       atol=1e-7, gtol=0.4)
+                       atol=1e-7, **paper_rule)
     exact = problem.exact_gradient(problem.y0, problem.params, problem.t, cot)
     z_T_ours = g.diagnostics.forward.ys[-1, 0]
     assert abs(z_T_ours**2 / z_T**2 - 1) <= 1e-5  # the loss
@@ -139,8 +141,8 @@ def test_unused_parameter_gets_exactly_zero(method):
 @settings(max_examples=10)
 def test_gq_uses_the_node_rule(problem, gtol, max_nodes):
     cot = np.ones((len(problem.t), problem.state_dim))
-    g = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, cot, method="gq", gtol=gtol,
-                       max_nodes=max_nodes, rtol=1e-5, atol=1e-5)
+    g = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, cot, method="gq",
+                       quadrature="interval", gtol=gtol, max_nodes=max_nodes, rtol=1e-5, atol=1e-5)
     t, nfe = problem.t, g.diagnostics.nfe_forward
     expected = tuple(node_count(gtol, nfe, t[i - 1], t[i], t[0], t[-1], max_nodes) for i in range(1, len(t)))
     assert g.diagnostics.nodes == expected
@@ -188,7 +190,7 @@ def test_compiled_and_python_fields_give_identical_gradients():
         ({"dL_dy": np.full((2, 1), np.nan)}, "dL_dy must be finite"),
         ({"adjoint_rtol": 0.0}, "adjoint_rtol must be a positive finite number"),
         ({"method": "adjoint", "param_blocks": (2,)}, "param_blocks"),
-        ({"gtol": -1.0}, "gtol must be a positive finite number"),
+        ({"gtol": -1.0}, r"gtol\) must be a positive finite number"),
         ({"field": gqref.VectorField(lambda t, y, p: p[0] * y)}, "needs the field's vjp_y"),
     ],
 )
