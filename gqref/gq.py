@@ -55,10 +55,10 @@ from gqref.augmented import backward_dynamics, require_vjps
 from gqref.controller import ErrorNorm
 from gqref.dense import DenseOutput, dense_output
 from gqref.field import VectorField
-from gqref.panels import NumpyPanelSums, interval_panels, refine
+from gqref.panels import AUTO_CHECKS, NumpyPanelSums, first_round_counts, interval_panels, refine
 from gqref.quadrature import gauss_legendre, node_count
 from gqref.refinement import DEFAULT_KRONROD_N, integrate_adaptive
-from gqref.rules import PAPER_MAX_NODES, STEP_NODES, AdaptiveRule, IntervalRule, Rule, StepRule
+from gqref.rules import PAPER_MAX_NODES, STEP_NODES, AdaptiveRule, AutoRule, IntervalRule, Rule, StepRule
 from gqref.solve import Solution, solve
 
 __all__ = ["BackwardSweep", "gq_gradient"]
@@ -78,8 +78,24 @@ def gq_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy
     if isinstance(rule, IntervalRule):
         return _interval_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, gtol=rule.C,
                                   max_nodes=rule.max_nodes, t_grad=t_grad)
-    return _dense_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad, rule=rule,
-                           step_nodes=step_nodes, kronrod_n=kronrod_n)
+    if not isinstance(rule, AutoRule):
+        *gradients, counters = _dense_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad,
+                                               rule=rule, step_nodes=step_nodes, kronrod_n=kronrod_n)
+        counters.pop("refinement")
+        return (*gradients, counters)
+    t = forward.ts
+    counts = first_round_counts(rule, forward.stats.nfe, t)
+    context = (tuple(t.tolist()), forward.ys.shape, params.size, rtol, atol, t_grad, rule)
+    if AUTO_CHECKS.trusted(field, context, counts):  # a recent check found the paper's nodes ample: reuse it
+        *gradients, counters = _interval_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, gtol=rule.C,
+                                                  max_nodes=PAPER_MAX_NODES, t_grad=t_grad, counts=counts)
+        return (*gradients, {**counters, "quadrature_checked": False})
+    *gradients, counters = _dense_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad,
+                                           rule=rule, step_nodes=step_nodes, kronrod_n=kronrod_n, counts=counts)
+    done = counters.pop("refinement")
+    if done is not None:
+        AUTO_CHECKS.record(field, context, counts, done, rule.recheck_every)
+    return (*gradients, {**counters, "quadrature_checked": True})
 
 
 class BackwardSweep:
@@ -136,9 +152,10 @@ class BackwardSweep:
 
 
 def _interval_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
-                       rtol: float, atol: float, gtol: float, max_nodes: int,
-                       t_grad: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
-    """The paper's rule: its arithmetic is frozen (bit for bit the original implementation; tested)."""
+                       rtol: float, atol: float, gtol: float, max_nodes: int, t_grad: bool,
+                       counts: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """The paper's rule: its arithmetic is frozen (bit for bit the original implementation; tested).
+    ``counts`` (first interval first) replaces the node rule: the auto rule's reuse of a checked node set."""
     sweep = BackwardSweep(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad)
     t, shape, size = sweep.t, sweep.shape, sweep.size
     dL_dparams = np.zeros(params.size)
@@ -146,7 +163,8 @@ def _interval_gradient(field: VectorField, forward: Solution, params: np.ndarray
     node_times = []
     for i in sweep.intervals():
         sweep.incoming(i)
-        n = node_count(gtol, forward.stats.nfe, t[i - 1], t[i], t[0], t[-1], max_nodes)
+        n = node_count(gtol, forward.stats.nfe, t[i - 1], t[i], t[0], t[-1], max_nodes) if counts is None \
+            else counts[i - 1]
         nodes, weights = gauss_legendre(n, t[i], t[i - 1])
         orientation = np.sign(t[i] - t[i - 1])  # the integral runs from t_{i−1} to t_i
         back = sweep.solve(np.concatenate([[t[i]], nodes, [t[i - 1]]]))
@@ -163,7 +181,7 @@ def _interval_gradient(field: VectorField, forward: Solution, params: np.ndarray
     dL_dt = sweep.time_gradient()
     counters = {"nfe_backward": sweep.nfe, "steps_backward": sweep.steps, "nodes": tuple(reversed(nodes_used)),
                 "node_times": tuple(reversed(node_times)), "quadrature_error": None, "quadrature_error_dt0": None,
-                "quadrature_met": None, "nfe_dense_replay": 0}
+                "quadrature_met": None, "quadrature_checked": None, "nfe_dense_replay": 0}
     return sweep.state[size:].reshape(shape), dL_dparams, dL_dt, counters
 
 
@@ -194,10 +212,10 @@ def _node_integrand(field: VectorField, params: np.ndarray, shape: tuple[int, ..
 
 
 def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
-                    rtol: float, atol: float, t_grad: bool, rule: Rule, step_nodes: int,
-                    kronrod_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+                    rtol: float, atol: float, t_grad: bool, rule: Rule, step_nodes: int, kronrod_n: int,
+                    counts: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     """"auto", "step" and "adaptive": one sweep of backward solves (keeping their dense outputs), then the
-    quadrature."""
+    quadrature. ``counts``: the auto rule's first-round Gauß nodes per interval (the paper's)."""
     sweep = BackwardSweep(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad)
     t, shape, size = sweep.t, sweep.shape, sweep.size
     replay = 0
@@ -213,7 +231,7 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
     integrand = _node_integrand(field, params, shape, t_grad, dense)
     dimension = params.size + int(t_grad)
     error = error_dt0 = None
-    met = None
+    met = done = None
     blocks = [slice(0, params.size)] + ([slice(params.size, dimension)] if t_grad else [])
     eps = float(np.finfo(np.float64).eps)
     if dimension == 0:  # nothing to integrate (no parameters, no time gradient)
@@ -228,8 +246,6 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
         error = float(np.max(result.error[: params.size], initial=0.0))
         error_dt0 = float(result.error[params.size]) if t_grad else None
     else:
-        counts = [node_count(rule.C, forward.stats.nfe, t[g], t[g + 1], t[0], t[-1], PAPER_MAX_NODES)
-                  for g in range(len(dense))]
         sums = NumpyPanelSums(integrand, dimension)
         done = refine(sums, interval_panels([d.step_times for d in dense], t, counts), n_groups=len(dense),
                       rtol=rule.relative_tolerance(rtol, eps), atol=rule.atol, blocks=blocks,
@@ -243,7 +259,7 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
     sweep.nfe += int(sum(nodes_used))  # each node costs one more evaluation (with its VJP)
     counters = {"nfe_backward": sweep.nfe, "steps_backward": sweep.steps, "nodes": tuple(nodes_used),
                 "node_times": node_times, "quadrature_error": error, "quadrature_error_dt0": error_dt0,
-                "quadrature_met": met, "nfe_dense_replay": replay}
+                "quadrature_met": met, "nfe_dense_replay": replay, "refinement": done}
     return sweep.state[size:].reshape(shape), integral[: params.size].copy(), dL_dt, counters
 
 

@@ -49,6 +49,7 @@ class Diagnostics:
     nfe_dense_replay: int = 0
     rule: Rule | None = None
     quadrature_met: bool | None = None
+    quadrature_checked: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,10 @@ def gradient(
         :class:`gqref.QuadratureLimitError`.
 
       E is reported in ``diagnostics.quadrature_error`` (``quadrature_error_dt0`` for dL_dt[0]); whether it met
-      its tolerance in ``diagnostics.quadrature_met``. Accuracy floor (every rule): the nodes are read from the
-      backward solve's 4th-order dense output, so the gradient cannot be more accurate than the adjoint tolerances
-      make the backward solve; E measures the quadrature on top of that.
+      its tolerance in ``diagnostics.quadrature_met``; ``diagnostics.quadrature_checked`` is False on the "auto"
+      calls that reused a recent check (``AutoRule.recheck_every``; those report no new estimate). Accuracy floor
+      (every rule): the nodes are read from the backward solve's 4th-order dense output, so the gradient cannot be
+      more accurate than the adjoint tolerances make the backward solve; E measures the quadrature on top of that.
     - ``"adjoint"``: torchdiffeq's backsolve adjoint, full norm over [adj_t, z, a, each of ``param_blocks``].
     - ``"seminorm"``: the same with the parameter blocks left out of the norm.
     - ``"discrete"``: the exact derivative of the computed solution with the accepted step sizes held fixed.
@@ -163,6 +165,7 @@ def gradient(
                               nodes=counters.get("nodes", ()), forward=forward,
                               quadrature=rule.name if method == "gq" else None, rule=rule if method == "gq" else None,
                               quadrature_met=counters.get("quadrature_met"),
+                              quadrature_checked=counters.get("quadrature_checked"),
                               quadrature_error=counters.get("quadrature_error"),
                               quadrature_error_dt0=counters.get("quadrature_error_dt0"),
                               node_times=counters.get("node_times", ()),

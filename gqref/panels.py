@@ -10,16 +10,17 @@ interval where the paper's rule is already accurate, and spends more only where 
 
 The algorithm (one round evaluates every pending panel; a twin does it in batched VJPs):
 
-1. Every interval [t_{i−1}, t_i] starts as one panel with n = n_i Gauß nodes (the paper's count, so its G sum is
-   the paper's rule) and the (2n+1)-point Kronrod extension (:func:`gqref.kronrod.gauss_kronrod`). A panel keeps
-   the backward solver's step ends inside it (``cuts``).
+1. Every interval [t_{i−1}, t_i] starts as one panel with n = max(n_i, 2) Gauß nodes (the paper's count, so its
+   G sum is the paper's rule wherever n_i ≥ 2: :func:`first_round_counts`) and the (2n+1)-point Kronrod
+   extension (:func:`gqref.kronrod.gauss_kronrod`). A panel keeps the backward solver's step ends inside it
+   (``cuts``).
 2. Per panel p: G_p and K_p. The result is I = Σ_p K_p, and E = |Σ_p (K_p − G_p)| (componentwise) estimates the
    error of Σ_p G_p — realistic for G, and on the safe side for the K returned (K is exact to degree 3n+1, G to
    2n−1).
 3. Stop when E_j ≤ max(atol + rtol·‖I_b‖_∞, ρ_j) for every component j of every block b (the parameter gradient;
    the time integral of dL/dt_0, whose scale is at least that of the other terms of dL/dt_0: :func:`refine`),
-   with the roundoff floor ρ_j = 100·ε·Σ_p |K_p,j| (panel sums, so cancellation
-   inside a panel is not seen; a tolerance below what the dtype resolves then still stops).
+   with the roundoff floor ρ_j = 100·ε·Σ_p |K_p,j| (panel sums, so cancellation inside a panel is not seen; a
+   tolerance below what the dtype resolves then still stops).
 4. Otherwise split the panels with the largest scaled errors |K_p − G_p|/target (largest first, until the ones
    left alone use at most half the tolerance: :data:`gqref.refinement.SPLIT_BUDGET`). A panel is split at its
    middle backward-step end, so the children hold equal numbers of steps: the solver's steps mark where the state,
@@ -31,6 +32,14 @@ The algorithm (one round evaluates every pending panel; a twin does it in batche
    ``strict``, raise :class:`gqref.refinement.QuadratureLimitError`. A non-finite integrand raises
    :class:`gqref.errors.NonFiniteFieldError`.
 
+Reuse across calls (:class:`CheckMemory`). Training differentiates the same field thousands of times while it
+changes slowly. When a check passes in its first round with E ≤ 0.1 × its tolerance
+(:data:`gqref.rules.REUSE_MARGIN`), the next ``AutoRule.recheck_every − 1`` calls on the same field, output times,
+shapes and settings evaluate only those Gauß nodes (the paper's rule with the checked counts, at the paper's cost)
+and report ``quadrature_checked = False``; then a full check runs again. A check that needed refinement, fewer nodes
+than were checked, or any change of context means a full check on the next call. Measured on g1d and nested
+spheres at tol 1e-3 (README): a full check costs 1.3–1.7× the paper's rule, the amortised default ≈ 1.0–1.1×.
+
 The panel logic here (panels, node times, splits, the budget, the driver :func:`refine`) is backend-free and
 shared with gqtorch; only the panel sums and the stop test are per backend (:class:`NumpyPanelSums` here,
 ``gqtorch.panels.TorchPanelSums`` there).
@@ -39,6 +48,7 @@ shared with gqtorch; only the panel sums and the stop test are per backend (:cla
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,8 +57,9 @@ import numpy as np
 
 from gqref.errors import NonFiniteFieldError, QuadratureAccuracyWarning
 from gqref.kronrod import gauss_kronrod
+from gqref.quadrature import node_count
 from gqref.refinement import SPLIT_BUDGET, QuadratureLimitError
-from gqref.rules import ROUNDOFF_ULPS, STEP_NODES
+from gqref.rules import FIRST_ROUND_MIN_NODES, PAPER_MAX_NODES, REUSE_MARGIN, ROUNDOFF_ULPS, STEP_NODES
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,14 @@ class Panel:
         # at most 3 per step (the step rule's accuracy), at least 3: with fewer, |K − G| (G's error) would far
         # exceed the error of the K returned, and refinement would chase G's error instead of K's
         return max(STEP_NODES, min(self.n, STEP_NODES * steps))
+
+
+def first_round_counts(rule, nfe: int, t: Sequence[float]) -> list[int]:
+    """The auto rule's Gauß nodes per interval in its first round: the paper's n_i = min(⌈C·NFE·Δt_i/T⌉, 64), at
+    least :data:`gqref.rules.FIRST_ROUND_MIN_NODES` (with one node, |K − G| is the midpoint rule's error, far above
+    that of the K returned, and nearly every check would fail into refinement)."""
+    return [max(FIRST_ROUND_MIN_NODES, node_count(rule.C, nfe, t[g], t[g + 1], t[0], t[-1], PAPER_MAX_NODES))
+            for g in range(len(t) - 1)]
 
 
 def interval_panels(step_ends: Sequence[np.ndarray], t: Sequence[float], counts: Sequence[int]) -> list[Panel]:
@@ -134,6 +153,7 @@ class Refinement:
     panels: tuple[int, ...]
     rounds: int
     met: bool
+    worst: float
 
 
 def refine(sums: PanelSums, panels: list[Panel], *, n_groups: int, rtol: float, atol: float,
@@ -194,7 +214,7 @@ def refine(sums: PanelSums, panels: list[Panel], *, n_groups: int, rtol: float, 
     per_group = np.bincount(np.array([p.group for p in done], dtype=np.int64), minlength=n_groups)
     return Refinement(nodes=tuple(int(c) for c in counts),
                       node_times=tuple(np.concatenate(ts) if ts else np.empty(0) for ts in times),
-                      panels=tuple(int(c) for c in per_group), rounds=rounds, met=met)
+                      panels=tuple(int(c) for c in per_group), rounds=rounds, met=met, worst=verdict.worst)
 
 
 def _chosen(shares: np.ndarray) -> list[int]:
@@ -252,3 +272,45 @@ class NumpyPanelSums:
             ratio = np.where(target > 0, error / target, np.where(error > 0, np.inf, 0.0))
         worst = float(np.max(ratio, initial=0.0))
         return Assessment(True, bool(np.all(error <= target)), scaled.max(axis=1, initial=0.0), worst)
+
+
+class CheckMemory:
+    """What the auto rule's last check on each field found, so that training need not re-check every call.
+
+    Keys are the field objects by identity (held weakly: a field that is garbage-collected is forgotten; one that
+    cannot be weakly referenced is checked every call). ``context`` is everything else the check depended on and
+    must match exactly (GQ: the output times, shapes, dtype, tolerances, the rule, whether t is differentiated).
+    """
+
+    def __init__(self):
+        self._entries: dict[int, tuple[weakref.ref, dict]] = {}
+
+    def _entry(self, field) -> dict | None:
+        found = self._entries.get(id(field))
+        return found[1] if found is not None and found[0]() is field else None
+
+    def trusted(self, field, context: tuple, counts: Sequence[int]) -> bool:
+        """True (and one reuse spent) if the last check on ``field`` in this ``context`` passed with the margin,
+        has reuses left, and had at most ``counts`` Gauß nodes per interval (fewer nodes were not checked)."""
+        entry = self._entry(field)
+        if entry is None or entry["context"] != context or entry["left"] <= 0:
+            return False
+        if any(now < then for now, then in zip(counts, entry["counts"], strict=True)):
+            return False
+        entry["left"] -= 1
+        return True
+
+    def record(self, field, context: tuple, counts: Sequence[int], done: Refinement, recheck_every: int) -> None:
+        """Remember a check that the paper's nodes passed in the first round with the margin; forget otherwise."""
+        key = id(field)
+        if not (done.rounds == 1 and done.met and done.worst <= REUSE_MARGIN and recheck_every > 1):
+            self._entries.pop(key, None)
+            return
+        try:
+            ref = weakref.ref(field, lambda _, key=key: self._entries.pop(key, None))
+        except TypeError:  # not weakly referenceable: never remembered
+            return
+        self._entries[key] = (ref, {"context": context, "counts": tuple(counts), "left": recheck_every - 1})
+
+
+AUTO_CHECKS = CheckMemory()  # one memory for both twins (their fields are different objects)

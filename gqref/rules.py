@@ -29,6 +29,9 @@ PAPER_C = 0.1  # the paper's node-rule constant C (Norcliffe & Deisenroth 2023, 
 STEP_NODES = 3  # Gauß–Legendre nodes per backward step (why 3: gqref.gq)
 REFINEMENT_MAX_NODES = 10_000  # error-controlled rules: safety limit on refinement nodes per interval
 ROUNDOFF_ULPS = 100  # a relative tolerance below ROUNDOFF_ULPS·ε of the working dtype cannot be verified
+FIRST_ROUND_MIN_NODES = 2  # AutoRule: Gauß nodes per interval in the first round, at least (gqref.panels)
+RECHECK_EVERY = 10  # AutoRule: calls per check once a check passed with a wide margin
+REUSE_MARGIN = 0.1  # AutoRule: the margin (error / tolerance) a check must show before its result is reused
 
 
 def _positive(owner: str, name: str, value) -> float:
@@ -124,6 +127,11 @@ class AutoRule:
       comes with a :class:`~gqref.errors.QuadratureAccuracyWarning` naming the interval and the error reached,
       or, with ``strict=True``, a :class:`gqref.refinement.QuadratureLimitError`.
     - ``C``: the first round's node budget (the paper's constant).
+    - ``recheck_every``: training calls GQ thousands of times on a field that changes slowly. When a check on a
+      field found the paper's nodes accurate with a wide margin (the error ≤ :data:`REUSE_MARGIN` × its
+      tolerance, in the first round), the next ``recheck_every − 1`` calls on the same field, times and shapes
+      use the paper's nodes alone (the paper's cost; ``quadrature_checked`` False, no new estimate); then it
+      checks again. Any other outcome, or a smaller node count, checks every call. 1 checks every call.
     """
 
     rtol: float | None = None
@@ -131,10 +139,12 @@ class AutoRule:
     max_nodes: int = REFINEMENT_MAX_NODES
     strict: bool = False
     C: float = PAPER_C
+    recheck_every: int = RECHECK_EVERY
     name = "auto"
 
     def __post_init__(self):
         _check_tolerances(self)
+        object.__setattr__(self, "recheck_every", _count("AutoRule", "recheck_every", self.recheck_every))
         object.__setattr__(self, "strict", _flag("AutoRule", "strict", self.strict))
         object.__setattr__(self, "C", _positive("AutoRule", "C", self.C))
 

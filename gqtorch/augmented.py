@@ -37,7 +37,9 @@ class GradientStats:
     ``quadrature_error`` the estimated max-norm quadrature error of the parameter gradient and
     ``quadrature_error_dt0`` that of dL/dt[0] ("auto" and "adaptive", None otherwise; measured against the
     integrand read from the backward dense output, so the adjoint tolerances' error comes on top);
-    ``quadrature_met`` ("auto") whether the estimate met its tolerance (False only after a budget warning).
+    ``quadrature_met`` ("auto") whether the estimate met its tolerance (False only after a budget warning);
+    ``quadrature_checked`` ("auto") False on a call that reused a recent check (``AutoRule.recheck_every``: the
+    paper's nodes alone, no new estimate); ``refinement`` the last check's :class:`gqref.panels.Refinement`.
     """
 
     method: str
@@ -53,6 +55,8 @@ class GradientStats:
     quadrature_error: float | None = None
     quadrature_error_dt0: float | None = None
     quadrature_met: bool | None = None
+    quadrature_checked: bool | None = None
+    refinement: object = dataclass_field(default=None, repr=False)
     rule: object = None
     node_times: tuple = ()
     _extra: dict = dataclass_field(default_factory=dict, repr=False)

@@ -31,13 +31,13 @@ import torch
 
 from gqref.controller import CONTROLLERS
 from gqref.errors import InputError, raise_for_status
-from gqref.panels import interval_panels, refine
+from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
 from gqref.refinement import DEFAULT_KRONROD_N
 from gqref.rules import (
     DEFAULT_QUADRATURE,
-    PAPER_MAX_NODES,
     STEP_NODES,
     AdaptiveRule,
+    AutoRule,
     IntervalRule,
     Rule,
     StepRule,
@@ -175,8 +175,30 @@ class BackwardSweep:
 
 def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
     """(dL/dy0 flat, dL/dparams, dL/dt or None) by GQ; fills ``setup.stats``' backward fields."""
-    if not isinstance(setup.rule, IntervalRule):
+    rule = setup.rule
+    if isinstance(rule, IntervalRule):
+        return interval_backward(setup, ys, dL_dy, params, rule)
+    if not isinstance(rule, AutoRule):
         return dense_backward(setup, ys, dL_dy, params)
+    t = setup.t_host
+    counts = first_round_counts(rule, setup.stats.nfe_forward, t)
+    context = (tuple(t), tuple(ys.shape), ys.dtype, ys.device, tuple(p.shape for p in params), setup.adjoint_rtol,
+               setup.adjoint_atol, setup.t_grad, rule)
+    if AUTO_CHECKS.trusted(setup.func, context, counts):  # a recent check found the paper's nodes ample: reuse it
+        setup.stats.quadrature_checked = False
+        return interval_backward(setup, ys, dL_dy, params, IntervalRule(C=rule.C), counts)
+    setup.stats.refinement = None
+    result = dense_backward(setup, ys, dL_dy, params, counts)
+    if setup.stats.refinement is not None:  # None: nothing to integrate (no parameters, no time gradient)
+        AUTO_CHECKS.record(setup.func, context, counts, setup.stats.refinement, rule.recheck_every)
+    setup.stats.quadrature_checked = True
+    return result
+
+
+def interval_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...],
+                      rule: IntervalRule, counts: list[int] | None = None):
+    """The paper's rule: n_i Gauß–Legendre nodes per interval as output times of the backward solve (``counts``,
+    first interval first, replaces the node rule: the auto rule's reuse of a checked node set)."""
     field, stats, t_grad = setup.field, setup.stats, setup.t_grad
     sweep = BackwardSweep(setup, ys, dL_dy)
     t, size, dtype, device = sweep.t, sweep.size, sweep.dtype, sweep.device
@@ -187,7 +209,8 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
     node_times = []
     for i in sweep.intervals():
         sweep.incoming(i)
-        n = node_count(setup.rule.C, stats.nfe_forward, t[i - 1], t[i], t[0], t[-1], setup.rule.max_nodes)
+        n = node_count(rule.C, stats.nfe_forward, t[i - 1], t[i], t[0], t[-1], rule.max_nodes) if counts is None \
+            else counts[i - 1]
         nodes, _ = gauss_legendre(n, t[i], t[i - 1])
         half, mid = 0.5 * (t[i - 1] - t[i]), 0.5 * (t[i] + t[i - 1])
         x_ref, w_ref = reference_rule(n, dtype, device)
@@ -217,7 +240,8 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
     return sweep.state[size:], dL_dparams, dL_dt
 
 
-def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
+def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...],
+                   counts: list[int] | None = None):
     """"step" and "adaptive": one sweep of backward solves recording their dense outputs, then the quadrature.
 
     The backward solves and the re-anchoring are those of the interval rule (output times never change the steps),
@@ -252,8 +276,6 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
             time_integral = grads[-1].sum()
     elif not isinstance(setup.rule, AdaptiveRule):  # the auto rule (gqref.panels)
         rule = setup.rule
-        counts = [node_count(rule.C, stats.nfe_forward, t[g], t[g + 1], t[0], t[-1], PAPER_MAX_NODES)
-                  for g in range(len(dense))]
         sums = TorchPanelSums(field, DenseReader(dense), size, params, t_grad, batched, dtype, device)
         blocks = [slice(0, n_params)] + ([slice(n_params, dimension)] if t_grad else [])
         done = refine(sums, interval_panels([d.step_times for d in dense], t, counts), n_groups=len(dense),
@@ -267,6 +289,7 @@ def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params:
             time_integral = integral[-1]
         _record_errors(stats, total_error[:len(params)], total_error[-1] if t_grad else None, dtype, device)
         stats.quadrature_met = done.met
+        stats.refinement = done
     else:
         reader = DenseReader(dense)
         flags = {"batched": batched}

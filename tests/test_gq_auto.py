@@ -5,7 +5,8 @@ their Kronrod extension and refined where the check fails.
 - torchdiffeq's gradient-test problems at default settings (constant, linear, sine; the cubic spiral in float32
   and float64) within torchdiffeq's published bounds.
 - Accuracy against direct backprop at tight tolerance: at most 10× the adjoint's error, on a cubic spiral, a
-  time-dependent MLP with a fast sinusoidal forcing, and the g1d and nested-spheres fields at initial weights.
+  time-dependent MLP with a fast sinusoidal forcing, and the g1d and nested-spheres fields at initial weights and
+  after some training.
 - The node budget: a warning naming the interval and the error reached, or QuadratureLimitError with strict.
 - Rule objects and bad input.
 """
@@ -59,17 +60,23 @@ def test_auto_rule_equals_gqref(data, problem):
 
 
 def test_auto_first_round_is_the_papers_nodes_and_its_kronrod_extension():
-    """Where the check passes at once, each interval evaluates the paper's n_i nodes and n_i + 1 more."""
+    """Where the check passes at once, each interval evaluates max(n_i, 2) Gauß nodes (n_i the paper's) and their
+    Kronrod extension; the estimate bounds the difference from those Gauß sums, the paper's rule on that count."""
     problem = pr.mlp(6, state_dim=2, t=np.linspace(0, 1, 4))
     dl_dy = np.ones((4, 2))
     paper = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, quadrature="interval",
                            gtol=0.1, rtol=1e-3, atol=1e-3)
-    auto = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, rtol=1e-3, atol=1e-3)
-    assert auto.diagnostics.quadrature == "auto" and auto.diagnostics.quadrature_met
-    assert auto.diagnostics.nodes == tuple(2 * n + 1 for n in paper.diagnostics.nodes)
-    # both are accurate here; the auto rule's estimate bounds its difference from the paper's Gauß sums
-    assert np.max(np.abs(auto.dL_dparams - paper.dL_dparams)) <= auto.diagnostics.quadrature_error * (1 + 1e-6) + \
-        1e-14 * np.max(np.abs(paper.dL_dparams))
+    auto = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, rtol=1e-3, atol=1e-3,
+                          quadrature=AutoRule(recheck_every=1))
+    d = auto.diagnostics
+    assert d.quadrature == "auto" and d.quadrature_met
+    assert d.nodes == tuple(2 * max(n, 2) + 1 for n in paper.diagnostics.nodes)
+    gauss = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, rtol=1e-3, atol=1e-3,
+                           quadrature=IntervalRule(C=(d.nodes[0] // 2) * 3 / d.nfe_forward))
+    assert gauss.diagnostics.nodes == tuple(n // 2 for n in d.nodes)
+    # E = |K − G| exactly, up to the roundoff of summing in a different order
+    assert np.max(np.abs(auto.dL_dparams - gauss.dL_dparams)) <= d.quadrature_error * (1 + 1e-6) + \
+        1e-14 * np.max(np.abs(gauss.dL_dparams))
 
 
 # --- torchdiffeq's gradient tests at default settings -------------------------------------------------------------
@@ -148,10 +155,21 @@ class ForcedMLP(torch.nn.Module):
         return self.outer(torch.tanh(self.inner(torch.cat((z, forcing), dim=-1))))
 
 
-def _task_field(task: str):
+TRAINING_STEPS = 40  # Adam steps (lr 1e-2, direct backprop at tol 1e-3) that move the weights well off their start
+
+
+def _task_field(task: str, trained: bool = False):
     from validation.bench_gradients import training_step
 
     step = training_step(task, 64)
+    if trained:
+        optimiser = torch.optim.Adam(step.field.parameters(), lr=1e-2)
+        start = [p.detach().clone() for p in step.field.parameters()]
+        for _ in range(TRAINING_STEPS):
+            step.step(lambda f, y0, t: gqtorch.odeint(f, y0, t, rtol=1e-3, atol=1e-3))
+            optimiser.step()
+        moved = max(float((p.detach() - p0).abs().max()) for p, p0 in zip(step.field.parameters(), start))
+        assert moved > 0.1  # the weights really are elsewhere
     step.field.double()
     return step.field, step.y0.double(), torch.linspace(0.0, 1.0, 5, dtype=F64)
 
@@ -163,6 +181,8 @@ FIELDS = {
                                                                                                 dtype=F64)),
     "g1d": lambda: _task_field("g1d"),
     "nested-spheres": lambda: _task_field("nested-spheres"),
+    "g1d-trained": lambda: _task_field("g1d", trained=True),
+    "nested-spheres-trained": lambda: _task_field("nested-spheres", trained=True),
 }
 
 
@@ -241,7 +261,8 @@ def test_met_tolerance_gives_no_warning():
     problem = _budget_problem()
     with warnings.catch_warnings():
         warnings.simplefilter("error", QuadratureAccuracyWarning)
-        g = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, np.ones((3, 2)))
+        g = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, np.ones((3, 2)),
+                           quadrature=AutoRule(recheck_every=1))  # a fresh estimate on every call
     assert g.diagnostics.quadrature_met is True and g.diagnostics.quadrature_error is not None
 
 
@@ -295,3 +316,72 @@ def test_bad_quadrature_arguments_name_the_argument(kwargs, match, twin):
     else:
         with pytest.raises(InputError, match=match):
             call()
+
+
+# --- reusing a check across calls (training) ---------------------------------------------------------------------
+
+
+def _reuse_problem():
+    return pr.mlp(6, state_dim=2, t=np.linspace(0, 1, 4))
+
+
+def _python_field(problem):
+    return gqref.VectorField(*(getattr(problem.field, r).py_func for r in ("f", "vjp_t", "vjp_y", "vjp_p")))
+
+
+def test_a_check_with_margin_is_reused_then_repeated():
+    problem = _reuse_problem()
+    field, dl_dy = _python_field(problem), np.ones((4, 2))
+    kwargs = {"rtol": 1e-3, "atol": 1e-3, "quadrature": AutoRule(recheck_every=4)}
+    first = gqref.gradient(field, problem.y0, problem.t, problem.params, dl_dy, **kwargs)
+    d = first.diagnostics
+    assert d.quadrature_checked and d.quadrature_met
+    # the check passed in its first round (else nothing is reused, and the test would be moot); a reused call is
+    # the paper's rule on the checked counts, here 2 per interval (the paper's C = 2/NFE·(number of intervals))
+    assert d.nodes == (5, 5, 5)
+    paper = gqref.gradient(field, problem.y0, problem.t, problem.params, dl_dy,
+                           quadrature=IntervalRule(C=2 * 3 / d.nfe_forward), rtol=1e-3, atol=1e-3)
+    assert paper.diagnostics.nodes == (2, 2, 2)
+    checked = [True]
+    for _ in range(8):
+        g = gqref.gradient(field, problem.y0, problem.t, problem.params, dl_dy, **kwargs)
+        checked.append(g.diagnostics.quadrature_checked)
+        if not g.diagnostics.quadrature_checked:  # a reused call is the paper's rule, bit for bit
+            assert g.diagnostics.nodes == paper.diagnostics.nodes and g.diagnostics.quadrature_error is None
+            assert np.array_equal(g.dL_dparams, paper.dL_dparams) and np.array_equal(g.dL_dt, paper.dL_dt)
+    assert checked == [True, False, False, False, True, False, False, False, True]
+    # other settings or other output times are checked afresh
+    other = gqref.gradient(field, problem.y0, problem.t, problem.params, dl_dy, rtol=1e-3, atol=1e-3,
+                           quadrature=AutoRule(recheck_every=4, rtol=1e-2))
+    assert other.diagnostics.quadrature_checked
+    moved = gqref.gradient(field, problem.y0, problem.t * 1.01, problem.params, dl_dy, **kwargs)
+    assert moved.diagnostics.quadrature_checked
+
+
+def test_every_call_is_checked_when_asked_or_when_the_papers_nodes_fall_short():
+    problem = _reuse_problem()
+    field, dl_dy = _python_field(problem), np.ones((4, 2))
+    for _ in range(3):
+        g = gqref.gradient(field, problem.y0, problem.t, problem.params, dl_dy, rtol=1e-3, atol=1e-3,
+                           quadrature=AutoRule(recheck_every=1))
+        assert g.diagnostics.quadrature_checked
+    spiral = pr.cubic_spiral(t=np.linspace(0.0, 10.0, 4))
+    field = _python_field(spiral)
+    for _ in range(3):  # the paper's nodes need refinement here: no reuse
+        g = gqref.gradient(field, spiral.y0, spiral.t, spiral.params, np.ones((4, 2)))
+        assert g.diagnostics.quadrature_checked and sum(g.diagnostics.nodes) > len(spiral.t) * 3
+
+
+def test_torch_twin_reuses_its_checks_alike():
+    from tests.test_gqtorch_quadrature import Twin
+
+    problem = _reuse_problem()
+    func = Twin(problem)
+    y0, t = torch.tensor(problem.y0, dtype=F64), torch.tensor(problem.t)
+    checked = []
+    for _ in range(5):
+        ys, stats = gqtorch.odeint_adjoint_gq(func, y0, t, rtol=1e-3, atol=1e-3, return_stats=True,
+                                              quadrature=AutoRule(recheck_every=4))
+        ys.sum().backward()
+        checked.append(stats.quadrature_checked)
+    assert checked == [True, False, False, False, True]

@@ -1,4 +1,4 @@
-"""Error-controlled GQ (issue 7): Gauß–Kronrod rules, the backward dense output, adaptive refinement, and the three
+"""Error-controlled GQ: Gauß–Kronrod rules, the backward dense output, adaptive refinement, and the three
 quadrature rules of gqref.gradient(method="gq") — "interval" (the paper's, frozen bit for bit), "step", "adaptive".
 
 Most problems run through their fields' ``.py_func`` versions: the same arithmetic as the compiled kernels (bit for
@@ -218,7 +218,7 @@ def test_compiled_field_dense_output_and_gq():
 
 
 def paper_gq(field, y0, t, params, dL_dy, *, rtol, atol, gtol, max_nodes=64):
-    """The original gqref GQ loop (before issue 7), frozen here: GL nodes as output times of the backward solve."""
+    """The original gqref GQ loop (before the error-controlled rules), frozen here: GL nodes as output times of the backward solve."""
     forward = gqref.solve(field, y0, t, params, rtol=rtol, atol=atol)
     ys = forward.ys
     size = ys.shape[1]

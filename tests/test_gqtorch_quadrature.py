@@ -1,4 +1,4 @@
-"""gqtorch's error-controlled GQ (issue 7): odeint_adjoint_gq(quadrature="step" | "adaptive") against gqref's, the
+"""gqtorch's error-controlled GQ: odeint_adjoint_gq(quadrature="step" | "adaptive") against gqref's, the
 torch refinement loop against gqref's, the recorded dense output, "interval" unchanged, bad arguments, and a smoke
 run of ``validation/bench_quadrature.py``.
 

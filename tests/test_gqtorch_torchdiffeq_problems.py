@@ -1,4 +1,4 @@
-"""torchdiffeq's own gradient tests, run on gqtorch at the paper's tolerances (PAPER.md §9).
+"""torchdiffeq's own gradient tests, run on gqtorch at the paper's tolerances (docs/paper.md §5).
 
 - ``test_adjoint``'s problems (constant, linear, sine; float64, t = linspace(1, 8, 10), rtol 1e-9, atol 1e-12):
   GQ (C = 0.2) and the adjoint against direct backprop, with and without t requiring grad; the bounds on the max

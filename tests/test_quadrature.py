@@ -65,7 +65,7 @@ def test_bad_node_count():
     ("gtol", "nfe", "interval", "expected"),
     [
         (0.1, 26, (0.0, 1.0), 3),  # the paper's example: one interval, NFE 26, C = 0.1
-        (0.4, 98, (0.0, 1.0), 40),  # toy problem, lower end of the NFE range (our NumPy check in PAPER.md)
+        (0.4, 98, (0.0, 1.0), 40),  # toy problem, lower end of the NFE range (the NumPy check in docs/paper.md §4)
         (0.4, 140, (0.0, 1.0), 56),
         (0.1, 26, (0.0, 0.01), 1),  # never zero: the midpoint rule at worst
         (0.1, 10**6, (0.0, 1.0), 64),  # capped

@@ -36,8 +36,8 @@ def test_bench_gradients_quick_compares_every_method(tmp_path):
     for record in data["records"]:
         rows = record["methods"]
         assert {r["method"] for r in rows} == {f"{m} ({lib})" for m in ("direct", "adjoint", "seminorm")
-                                               for lib in ("gqtorch", "torchdiffeq")} | {"gq (gqtorch)",
-                                                                                          "gq auto (gqtorch)"}
+                                               for lib in ("gqtorch", "torchdiffeq")} | {
+            "gq (gqtorch)", "gq auto (gqtorch)", "gq auto, checked every call (gqtorch)"}
         # every method's gradient is within the solver tolerance (1e-3, amplified by at most a few steps) of direct's
         assert all(r["relative_difference_vs_direct"] < 1e-2 for r in rows)
         assert all(r["median_s"] > 0 for r in rows)

@@ -1,4 +1,4 @@
-"""The image classification task (validation.tasks.images, PAPER.md §7.4): quick runs on the embedded MNIST subset
+"""The image classification task (validation.tasks.images, docs/paper.md §3.4): quick runs on the embedded MNIST subset
 and on small CIFAR-10 and SVHN files written here in their published formats, the P_f formula, the messages for
 missing data, and that the convolutional ODE function suits GQ (vmap-batched nodes, gradients equal to backprop)."""
 

@@ -1,4 +1,4 @@
-"""``toy-gradient``: every gqtorch gradient method against the closed form of PAPER.md §8, and the JSON it writes."""
+"""``toy-gradient``: every gqtorch gradient method against the closed form of docs/paper.md §4, and the JSON it writes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import gqtorch
 from validation.tasks import toy_gradient as toy
 
 METHODS = ("direct", "adjoint", "seminorm", "gq")
-# PAPER.md §8's float64 NumPy run of the same scheme: T → (NFE_fwd, GQ nodes, rel. error of L, of dL/da, of dL/dz0)
+# docs/paper.md §4's float64 NumPy run of the same scheme: T → (NFE_fwd, GQ nodes, rel. error of L, of dL/da, of dL/dz0)
 REFERENCE = {19.0: (98, 40, 2.4e-6, 3.4e-6, 2.0e-6), 24.0: (122, 49, 2.7e-6, 4.0e-6, 2.4e-6),
              29.0: (140, 56, 3.1e-6, 4.7e-6, 2.8e-6)}
 # dopri5 keeps each accepted step's local error below ~rtol·|z|; z = z0·e^{aT} grows monotonically, so the local
@@ -43,7 +43,7 @@ def test_float64_errors_of_every_method_are_a_few_rtol(T):
 
 @pytest.mark.parametrize("T", sorted(REFERENCE))
 def test_gq_reproduces_the_numpy_reference_of_the_paper(T):
-    """The same algorithm as PAPER.md §8's NumPy check: the same NFE and node count, and the same relative errors
+    """The same algorithm as docs/paper.md §4's NumPy check: the same NFE and node count, and the same relative errors
     to the two digits the table gives (5 %: half a unit in the last digit is up to 2.5 %)."""
     nfe, nodes, err_L, err_a, err_z0 = REFERENCE[T]
     run = toy.toy_gradient(T, "gq", toy.DTYPES["float64"])

@@ -1,4 +1,4 @@
-"""``bench quadrature``: accuracy against cost of GQ's quadrature rules (issue 7), next to direct backprop and the
+"""``bench quadrature``: accuracy against cost of GQ's quadrature rules, next to direct backprop and the
 adjoint, for one training step in float64.
 
 Problems: the paper's toy (dz/dt = a·z, z0 = 10, a = 0.2, T = 20, L = z(T)²; exact gradient in closed form), g1d
@@ -10,7 +10,7 @@ several solver tolerances (rtol = atol, forward and backward alike), which makes
 per method. Error: max|∇θ − ∇θ_ref| / max|∇θ_ref| over the field's parameters. Times: medians of interleaved
 rounds (:func:`validation.bench_solver.time_interleaved`), one thread.
 
-Printed: one markdown table per problem, then the two targets of issue 7 (reported, not asserted): (1) at equal
+Printed: one markdown table per problem, then the two targets of the error-controlled rules (reported, not asserted): (1) at equal
 gradient error adaptive is at least as fast as the best fixed C (a fixed-C run counts as equally accurate within
 10%), (2) at default settings and solver tolerance 1e-6 adaptive's error is ≤ 1e-5 where C = 0.1's is not. Each
 GQ row also shows its quadrature error alone: the difference from the exact integral of the same backward dense
@@ -180,7 +180,7 @@ def _print_table(record: dict) -> None:
 
 
 def targets(record: dict) -> dict:
-    """Issue 7's two targets on one problem (numbers to report, not asserts)."""
+    """The two targets on one problem (numbers to report, not asserts)."""
     rows = record["rows"]
     interval = [r for r in rows if "interval" in r["method"]]
     adaptive = [r for r in rows if "adaptive" in r["method"]]
@@ -294,7 +294,7 @@ def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_
             _print_table(record)
             records.append(record)
             write_json_atomic(out, {"benchmark": "quadrature", "environment": env, "records": records})
-    print("### Targets (issue 7)\n")
+    print("### Targets\n")
     for record in records:
         _print_targets(record)
     figure = out.with_suffix(".png")

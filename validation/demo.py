@@ -1,8 +1,8 @@
 """``demo`` (what ``make demo`` runs, on CPU in a few minutes): gqtorch's four gradient methods side by side.
 
-1. Accuracy: the paper's toy (dz/dt = a·z, L = z(T)², PAPER.md §8) at a few T in float64, every method's relative
+1. Accuracy: the paper's toy (dz/dt = a·z, L = z(T)², docs/paper.md §4) at a few T in float64, every method's relative
    errors of L, dL/dz0, dL/da and dL/dT against the closed form, with the evaluation counts.
-2. Speed: a short nested-spheres training (PAPER.md §7.2) through the harness with each method from the same
+2. Speed: a short nested-spheres training (docs/paper.md §3.2) through the harness with each method from the same
    initial weights and data, then a table of training time, final accuracy, NFE and GQ's speed-ups.
 3. The report (:mod:`validation.report`) of those runs: markdown tables and figures.
 """
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nThe four methods' final validation losses differ by {spread:.1e} (relative): {verdict}. "
           f"{epochs} epoch(s) are far from the paper's "
           f"100, so the accuracy is not the paper's. Times are wall clock, noisy on a busy machine; GQ gains when "
-          f"the network is large next to the state (PAPER.md §2.2): P_f = {next(iter(runs.values())).parameters_field}"
+          f"the network is large next to the state (docs/paper.md §1): P_f = {next(iter(runs.values())).parameters_field}"
           f" here.")
 
     _heading("3. Report", "-")

@@ -2,7 +2,7 @@
 
 TorchDiffEqPack is installed with ``pip install --no-deps TorchDiffEqPack==1.0.1`` (the Makefile does; it needs
 only torch). Where it is missing, :func:`available` says so and the toy experiment reports the two methods as
-unavailable rather than failing. Settings are the paper's (PAPER.md §8): MALI is ``odesolve_adjoint_sym12`` with
+unavailable rather than failing. Settings are the paper's (docs/paper.md §4): MALI is ``odesolve_adjoint_sym12`` with
 ``sym12async`` and cubic interpolation, ACA is ``odesolve_adjoint`` with ``Dopri5`` and polynomial interpolation,
 both with ``h=None`` and ``neval_max=1e6``. TorchDiffEqPack integrates to a single end time given as a number, so
 these methods give no gradient with respect to T.

@@ -1,4 +1,4 @@
-"""The training harness every task shares (PAPER.md §6): seeded data and weights, Adam, one JSON result per run.
+"""The training harness every task shares (docs/paper.md §2): seeded data and weights, Adam, one JSON result per run.
 
 A task module provides ``NAME``, ``HELP``, ``DEFAULTS`` (the paper's settings), ``QUICK`` (a tiny smoke
 configuration), optionally ``configure_task(parser)`` for its own flags, and ``build(args, generator) ->

@@ -1,1 +1,1 @@
-"""The paper's experiments: one module per task with its data, its model and its loss/metric (PAPER.md §7)."""
+"""The paper's experiments: one module per task with its data, its model and its loss/metric (docs/paper.md §3)."""

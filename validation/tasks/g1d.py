@@ -1,4 +1,4 @@
-"""g1d (PAPER.md §7.1): the 1-D crossing map x = ∓1 → y = ±1 that a plain neural ODE cannot represent.
+"""g1d (docs/paper.md §3.1): the 1-D crossing map x = ∓1 → y = ±1 that a plain neural ODE cannot represent.
 
 Two points, zero-augmented to a 4-D state; f = MLP(4 → W → W → 4), autonomous; the readout is z₁(1); MSE. The
 training set is also the validation set. P = W² + 10W + 4.
@@ -38,7 +38,7 @@ def g1d_readout(z1: torch.Tensor) -> torch.Tensor:
 # --- the training task -------------------------------------------------------------------------------------------
 
 NAME = "g1d"
-HELP = "g1d: the 1-D crossing map (PAPER.md §7.1), MSE"
+HELP = "g1d: the 1-D crossing map (docs/paper.md §3.1), MSE"
 DEFAULTS = {"width": 100, "epochs": 150, "lr": 0.01, "batch_size": 2}
 QUICK = {"width": 8, "epochs": 2}
 

@@ -1,4 +1,4 @@
-"""Image classification (PAPER.md §7.4): MNIST, CIFAR-10 or SVHN through a convolutional neural ODE.
+"""Image classification (docs/paper.md §3.4): MNIST, CIFAR-10 or SVHN through a convolutional neural ODE.
 
 Encoder: BatchNorm2d(C_in) → ReLU → Conv3×3(C_in → 10, no padding) → MaxPool2 → ReLU → Conv3×3(10 → 10, no
 padding) → flatten, so the ODE state is 10×11×11 = 1210 for 28-pixel images and 10×13×13 = 1690 for 32-pixel ones.
@@ -23,7 +23,7 @@ import torch
 from validation.data import DATASETS, DataError, load_images
 
 NAME = "images"
-HELP = "image classification: MNIST, CIFAR-10 or SVHN with a convolutional neural ODE (PAPER.md §7.4), accuracy"
+HELP = "image classification: MNIST, CIFAR-10 or SVHN with a convolutional neural ODE (docs/paper.md §3.4), accuracy"
 DEFAULTS = {"width": 50, "epochs": 15, "lr": 0.001, "batch_size": 32}
 QUICK = {"width": 4, "epochs": 2, "batch_size": 16}
 QUICK_TRAIN, QUICK_TEST = 64, 32  # --quick keeps this many images of each split (the first ones)
@@ -33,7 +33,7 @@ N_CLASSES = 10
 
 
 def field_parameters(width: int) -> int:
-    """P_f of the convolutional ODE function at ``width`` hidden channels: 9W² + 182W + 10 (PAPER.md §7.4)."""
+    """P_f of the convolutional ODE function at ``width`` hidden channels: 9W² + 182W + 10 (docs/paper.md §3.4)."""
     return 9 * width * width + 182 * width + 10
 
 

@@ -1,4 +1,4 @@
-"""The MLP every task's vector field is built from: Linear → Softplus → Linear → Softplus → Linear (PAPER.md §7)."""
+"""The MLP every task's vector field is built from: Linear → Softplus → Linear → Softplus → Linear (docs/paper.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nested spheres (PAPER.md §7.2): classify 2-D points inside r < 0.4 against the ring 0.7 < r < 0.9.
+"""Nested spheres (docs/paper.md §3.2): classify 2-D points inside r < 0.4 against the ring 0.7 < r < 0.9.
 
 Points are drawn uniformly in [−1, 1]² by rejection from a seeded generator (the paper's code is unseeded), the
 first N of each class kept. The state is the point zero-augmented to 5-D; f = MLP on [z, t] (6 → W → W → 5);
@@ -55,7 +55,7 @@ def nested_spheres_readout() -> torch.nn.Linear:
 # --- the training task -------------------------------------------------------------------------------------------
 
 NAME = "nested-spheres"
-HELP = "nested spheres: 2-D points inside a ball vs a ring (PAPER.md §7.2), cross-entropy, accuracy"
+HELP = "nested spheres: 2-D points inside a ball vs a ring (docs/paper.md §3.2), cross-entropy, accuracy"
 DEFAULTS = {"width": 100, "epochs": 100, "lr": 0.01, "batch_size": 200}
 QUICK = {"width": 8, "epochs": 2, "batch_size": 50}
 TRAIN_PER_CLASS, VAL_PER_CLASS = 1000, 50

@@ -1,4 +1,4 @@
-"""Ornstein–Uhlenbeck (PAPER.md §7.5): a neural SDE fitted to a time-dependent OU process by moment-matched KL.
+"""Ornstein–Uhlenbeck (docs/paper.md §3.5): a neural SDE fitted to a time-dependent OU process by moment-matched KL.
 
 Data: dY = (μt − θY) dt + (σ + φt) dW with μ = 0.2, θ = 0.1, σ = 0.6, φ = 0.15 on t ∈ [0, 10] at 101 equally spaced
 times; 200 training initial conditions y0 ~ U(−3, 3) with 45 paths each (NumPy seed 982846947), 20 validation ICs ×
@@ -70,7 +70,7 @@ from validation.training import (
 )
 
 NAME = "ornstein-uhlenbeck"
-HELP = "ornstein-uhlenbeck: a neural SDE fitted to a time-dependent OU process (PAPER.md §7.5), moment-matched KL"
+HELP = "ornstein-uhlenbeck: a neural SDE fitted to a time-dependent OU process (docs/paper.md §3.5), moment-matched KL"
 METHODS = ("gq", "sde-direct", "sde-adjoint")
 DEFAULTS = {"width": 20, "epochs": 100, "lr": 0.001, "batch_size": 40, "train_ics": 200, "val_ics": 20, "paths": 45,
             "times": 101, "sde_dt": 0.01}

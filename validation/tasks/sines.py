@@ -1,4 +1,4 @@
-"""Sines (PAPER.md §7.3): second-order dynamics x'' = g(x, x') learned from sine curves, as a first-order ODE.
+"""Sines (docs/paper.md §3.3): second-order dynamics x'' = g(x, x') learned from sine curves, as a first-order ODE.
 
 Data from a seeded generator (the paper's are unseeded): (x0, v0) ~ U(−1, 1)², target y(t) = v0·sin t + x0·cos t
 at ``--points`` times in [0, 2π], regular (linspace) or irregular (sorted uniform draws, the first set to 0);
@@ -17,7 +17,7 @@ import torch
 from validation.tasks.mlp import softplus_mlp
 
 NAME = "sines"
-HELP = "sines: second-order ODE fitted to sine curves (PAPER.md §7.3), MSE"
+HELP = "sines: second-order ODE fitted to sine curves (docs/paper.md §3.3), MSE"
 DEFAULTS = {"width": 100, "epochs": 250, "lr": 0.001, "batch_size": 15}
 QUICK = {"width": 8, "epochs": 2}
 N_TRAIN, N_VAL = 15, 5

@@ -1,4 +1,4 @@
-"""``toy-gradient``: the paper's analytic gradient-accuracy experiment (PAPER.md §8, its Fig. 1) with gqtorch.
+"""``toy-gradient``: the paper's analytic gradient-accuracy experiment (docs/paper.md §4, its Fig. 1) with gqtorch.
 
 dz/dt = a·z with z(0) = z0 = 10 and a = 0.2 (both parameters), loss L = z(T)² on times t = [0, T] with T itself
 requiring grad. The closed forms are L = z0²e^{2aT}, dL/dz0 = 2z0e^{2aT}, dL/da = 2T·z0²e^{2aT} and
