@@ -218,7 +218,8 @@ def test_compiled_field_dense_output_and_gq():
 
 
 def paper_gq(field, y0, t, params, dL_dy, *, rtol, atol, gtol, max_nodes=64):
-    """The original gqref GQ loop (before the error-controlled rules), frozen here: GL nodes as output times of the backward solve."""
+    """The original gqref GQ loop (before the error-controlled rules), frozen here: GL nodes as output times of the
+    backward solve."""
     forward = gqref.solve(field, y0, t, params, rtol=rtol, atol=atol)
     ys = forward.ys
     size = ys.shape[1]

@@ -1,5 +1,5 @@
-"""The Ornstein–Uhlenbeck task (docs/paper.md §3.5): quick runs of its three methods, the exact data generator against the
-OU moment equations, the moment-matched Gaussian KL, resume, and RNG hygiene."""
+"""The Ornstein–Uhlenbeck task (docs/paper.md §3.5): quick runs of its three methods, the exact data generator against
+the OU moment equations, the moment-matched Gaussian KL, resume, and RNG hygiene."""
 
 from __future__ import annotations
 

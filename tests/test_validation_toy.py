@@ -1,4 +1,5 @@
-"""``toy-gradient``: every gqtorch gradient method against the closed form of docs/paper.md §4, and the JSON it writes."""
+"""``toy-gradient``: every gqtorch gradient method against the closed form of docs/paper.md §4, and the JSON it
+writes."""
 
 from __future__ import annotations
 

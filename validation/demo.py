@@ -118,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nThe four methods' final validation losses differ by {spread:.1e} (relative): {verdict}. "
           f"{epochs} epoch(s) are far from the paper's "
           f"100, so the accuracy is not the paper's. Times are wall clock, noisy on a busy machine; GQ gains when "
-          f"the network is large next to the state (docs/paper.md §1): P_f = {next(iter(runs.values())).parameters_field}"
+          "the network is large next to the state (docs/paper.md §1): "
+          f"P_f = {next(iter(runs.values())).parameters_field}"
           f" here.")
 
     _heading("3. Report", "-")

@@ -1,4 +1,5 @@
-"""The MLP every task's vector field is built from: Linear → Softplus → Linear → Softplus → Linear (docs/paper.md §3)."""
+"""The MLP every task's vector field is built from: Linear → Softplus → Linear → Softplus → Linear (docs/paper.md
+§3)."""
 
 from __future__ import annotations
 
