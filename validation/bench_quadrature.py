@@ -12,9 +12,10 @@ rounds (:func:`validation.bench_solver.time_interleaved`), one thread.
 
 Printed: one markdown table per problem, then the two targets of the error-controlled rules (reported, not
 asserted): (1) at equal gradient error adaptive is at least as fast as the best fixed C (a fixed-C run counts as
-equally accurate within 10%), (2) at default settings and solver tolerance 1e-6 adaptive's error is ≤ 1e-5 where
-C = 0.1's is not. Each GQ row also shows its quadrature error alone: the difference from the exact integral of the same backward dense
-output (every GQ rule at one tolerance reads the same backward solve), next to adaptive's estimate of it.
+equally accurate within 10%), (2) at default settings and solver tolerance 1e-6 adaptive's error is ≤ 1e-5 where C =
+0.1's is not. Each GQ row also shows its quadrature error alone: the difference from the exact integral of the same
+backward dense output (every GQ rule at one tolerance reads the same backward solve), next to adaptive's estimate of
+it.
 Written: the JSON (``out``) and a PNG of error against time next to it (``out`` with the suffix .png).
 """
 
