@@ -1,14 +1,14 @@
 """``bench quadrature``: accuracy against cost of GQ's quadrature rules, next to direct backprop and the
 adjoint, for one training step in float64.
 
-Problems: the paper's toy (dz/dt = a·z, z0 = 10, a = 0.2, T = 20, L = z(T)²; exact gradient in closed form), g1d
-and nested spheres (:func:`validation.bench_gradients.training_step`, built in float64; reference gradient: direct
+Problems: the paper's toy (dz/dt = a·z, z0 = 10, a = 0.2, T = 20, L = z(T)²; exact gradient in closed form), g1d and
+nested spheres (:func:`validation.bench_gradients.training_step`, built in float64; reference gradient: direct
 backprop through a dopri5 solve at rtol = atol = 1e-10, checked against GQ adaptive at gtol 1e-12 on an equally
-tight backward solve). Methods: GQ "interval" (the paper's rule, C = 0.1, 0.4, 1), "step", "adaptive" (gtol 1e-3,
-1e-5, 1e-7 and the default gtol = the adjoint rtol), gqtorch's direct backprop and backsolve adjoint; each at
-several solver tolerances (rtol = atol, forward and backward alike), which makes a curve of error against time
-per method. Error: max|∇θ − ∇θ_ref| / max|∇θ_ref| over the field's parameters. Times: medians of interleaved
-rounds (:func:`validation.bench_solver.time_interleaved`), one thread.
+tight backward solve). Methods: GQ "interval" (the paper's rule, C = 0.1, 0.4, 1), "step", "auto" (the default),
+"adaptive" (gtol 1e-3, 1e-5, 1e-7 and the default gtol = the adjoint rtol), gqtorch's direct backprop and backsolve
+adjoint; each at several solver tolerances (rtol = atol, forward and backward alike), which makes a curve of error
+against time per method. Error: max|∇θ − ∇θ_ref| / max|∇θ_ref| over the field's parameters. Times: medians of
+interleaved rounds (:func:`validation.bench_solver.time_interleaved`), one thread.
 
 Printed: one markdown table per problem, then the two targets of the error-controlled rules (reported, not
 asserted): (1) at equal gradient error adaptive is at least as fast as the best fixed C (a fixed-C run counts as
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import gqtorch
+from gqref.rules import AutoRule
 from validation.bench_gradients import TrainingStep, training_step
 from validation.bench_solver import QUICK_REPEATS, time_interleaved, torch_threads
 from validation.plots import save_figure_atomic
@@ -70,6 +71,9 @@ METHODS = (
     Method("gq adaptive gtol=1e-5", "gq", {"quadrature": "adaptive", "gtol": 1e-5}),
     Method("gq adaptive gtol=1e-7", "gq", {"quadrature": "adaptive", "gtol": 1e-7}),
     Method("gq adaptive default", "gq", {"quadrature": "adaptive"}),  # gtol = the adjoint rtol
+    # the library's default, checked on every call (single calls: its reuse across training calls is measured by
+    # bench gradients)
+    Method("gq auto default", "gq", {"quadrature": AutoRule(recheck_every=1)}),
 )
 DEFAULT_ADAPTIVE = "gq adaptive default"
 
@@ -184,7 +188,7 @@ def targets(record: dict) -> dict:
     """The two targets on one problem (numbers to report, not asserts)."""
     rows = record["rows"]
     interval = [r for r in rows if "interval" in r["method"]]
-    adaptive = [r for r in rows if "adaptive" in r["method"]]
+    adaptive = [r for r in rows if "adaptive" in r["method"] or "auto" in r["method"]]
     comparisons = []
     for r in adaptive:  # the fastest fixed-C run that is at least as accurate
         rivals = [i for i in interval if i["error"] <= EQUAL_ERROR * r["error"]]
