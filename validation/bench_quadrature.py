@@ -73,7 +73,7 @@ METHODS = (
     Method("gq adaptive default", "gq", {"quadrature": "adaptive"}),  # gtol = the adjoint rtol
     # the library's default, checked on every call (single calls: its reuse across training calls is measured by
     # bench gradients)
-    Method("gq auto default", "gq", {"quadrature": AutoRule(recheck_every=1)}),
+    Method("gq auto", "gq", {"quadrature": AutoRule(recheck_every=1)}),
 )
 DEFAULT_ADAPTIVE = "gq adaptive default"
 
@@ -241,7 +241,8 @@ def write_figure(path: Path, records: list[dict]) -> None:
 
     fig, axes = plt.subplots(2, len(records), figsize=(5.2 * len(records), 8.0), squeeze=False, sharex="col")
     styles = {"direct": ("k", "s"), "adjoint": ("0.5", "D"), "interval": ("tab:blue", "o"),
-              "step": ("tab:green", "^"), "adaptive": ("tab:red", "v")}
+              "step": ("tab:green", "^"), "adaptive": ("tab:red", "v"),
+              "auto": ("tab:purple", "P")}
     shade = {"C=0.4": 0.7, "C=1": 0.45, "1e-5": 0.7, "1e-7": 0.45, "default": 0.3}
     for column, record in enumerate(records):
         for row, (key, what) in enumerate((("error", "relative gradient error"),
@@ -307,7 +308,9 @@ def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_
     write_json_atomic(out, {"benchmark": "quadrature", "environment": env, "records": records, "figure": str(figure),
                             "settings": {"repeats": repeats, "width": width, "tolerances": list(tolerances),
                                          "reference_tolerance": REFERENCE_TOLERANCE, "toy": TOY,
-                                         "methods": [{"label": m.label, "kind": m.kind, **m.options}
+                                         "methods": [{"label": m.label, "kind": m.kind,
+                                                      **{k: repr(v) if isinstance(v, AutoRule) else v
+                                                         for k, v in m.options.items()}}
                                                      for m in METHODS]}})
     print(f"results written to {out} and {figure}")
     return 0
