@@ -389,3 +389,12 @@ def test_torch_twin_reuses_its_checks_alike():
         ys.sum().backward()
         checked.append(stats.quadrature_checked)
     assert checked == [True, False, False, False, True]
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"recheck_every": 0}, "recheck_every"), ({"recheck_every": 1.5}, "recheck_every"),
+    ({"C": -0.1}, r"AutoRule: C"), ({"strict": "yes"}, "strict"), ({"rtol": np.inf}, "rtol"),
+])
+def test_rule_fields_are_validated_where_they_are_set(fields, match):
+    with pytest.raises(InputError, match=match):
+        AutoRule(**fields)
