@@ -1,6 +1,8 @@
 """``python -m validation <command>``.
 
-Each command is one module defining ``HELP``, ``configure(parser)`` and ``main(args) -> int``.
+Each command is one module defining ``HELP``, ``configure(parser)`` and ``main(args) -> int``. Exit status: 0 done,
+2 a user error (argparse's, or a :class:`validation.cli.UsageError` raised later: one line on stderr, no
+traceback); any other failure is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from validation.cli import UsageError
 
 # command name -> module; add a command by adding a module with the same three names.
 COMMANDS: dict[str, str] = {
@@ -37,8 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UsageError as error:
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return UsageError.exit_status
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from gqtorch.advise import advise
 from validation.bench_gradients import GTOL, TASKS, TOLERANCE, training_step
 from validation.bench_solver import torch_threads
-from validation.training import positive_int
+from validation.cli import float_in, positive_int
+from validation.training import resolve_device
 
 HELP = "measured advice: which gradient method to train a task with (time, memory, gradient agreement)"
 
@@ -25,18 +24,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=positive_int, required=True, help="hidden width of the field's MLP")
     parser.add_argument("--steps", type=positive_int, default=3,
                         help="timed training steps per method, interleaved (default 3; one warm-up step first)")
-    parser.add_argument("--memory-budget", type=float, default=None, metavar="MB",
+    parser.add_argument("--memory-budget", type=float_in(0.0, 1e12), default=None, metavar="MB",
                         help="peak memory budget in MiB: methods above it are excluded (default: none)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default cpu)")
 
 
 def main(args: argparse.Namespace) -> int:
     """Build the task, run the advisor, print the table; 0 on success."""
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA device here")
-    if args.memory_budget is not None and args.memory_budget < 0:
-        raise SystemExit("--memory-budget must be non-negative (MiB)")
+    device = resolve_device(args.device)
     setup = training_step(args.task, args.width, device=str(device))
     parameters = setup.parameters()
     print(f"{args.task}, width {args.width}, {parameters:,} parameters; dopri5 rtol = atol = {TOLERANCE:g}, "

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 from validation import report
+from validation.cli import check_writable_dir, integer_in, positive_float, positive_int
 from validation.methods import METHODS
 from validation.tasks import nested_spheres
 from validation.tasks.toy_gradient import LABELS, QUANTITIES, toy_gradient
-from validation.training import result_path, run_task
+from validation.training import MAX_THREADS, run_records
 
 HELP = "toy-gradient accuracy of the four methods, a short nested-spheres race between them, and its report"
 DEMO_T = (19.0, 24.0, 29.04)  # the ends and middle of the paper's sweep
@@ -34,14 +35,19 @@ DEFAULT_OUT = Path("results/demo")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds: one T, a tiny network and data set")
-    parser.add_argument("--width", type=int, default=None,
-                        help=f"nested-spheres hidden width (default {DEMO_WIDTH}, quick {QUICK_WIDTH})")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help=f"nested-spheres epochs (default {DEMO_EPOCHS}, quick {QUICK_EPOCHS})")
-    parser.add_argument("--lr", type=float, default=DEMO_LR, help=f"Adam learning rate (default {DEMO_LR:g})")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--width", type=positive_int, default=None,
+                        help=f"nested-spheres hidden width (default {DEMO_WIDTH}, quick {QUICK_WIDTH}; an explicit "
+                             f"value wins over --quick)")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help=f"nested-spheres epochs (default {DEMO_EPOCHS}, quick {QUICK_EPOCHS}; an explicit value "
+                             f"wins over --quick)")
+    parser.add_argument("--lr", type=positive_float, default=DEMO_LR,
+                        help=f"Adam learning rate (default {DEMO_LR:g})")
+    parser.add_argument("--threads", type=integer_in(1, MAX_THREADS), default=None,
+                        help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"folder for the training results and the report (default {DEFAULT_OUT})")
+                        help=f"folder for the training results and the report, checked for writing first (default "
+                             f"{DEFAULT_OUT})")
 
 
 def _heading(text: str, underline: str = "=") -> None:
@@ -77,8 +83,8 @@ def race(out: Path, width: int, epochs: int, lr: float, quick: bool, threads: in
                 "--out", str(out), "--no-progress"]
         argv += ["--threads", str(threads)] if threads else []
         args = parser.parse_args(argv + (["--quick"] if quick else []))
-        run_task(nested_spheres, args)
-        path = result_path(out, nested_spheres.NAME, nested_spheres.variant(args), width, method, args.seed)
+        (record,) = run_records(nested_spheres, args)
+        path = Path(record["path"])
         records.append((path, json.loads(path.read_text())))
     (group,) = report.summarize_training(records, out)
     return group
@@ -87,8 +93,7 @@ def race(out: Path, width: int, epochs: int, lr: float, quick: bool, threads: in
 def main(args: argparse.Namespace) -> int:
     width = args.width if args.width is not None else (QUICK_WIDTH if args.quick else DEMO_WIDTH)
     epochs = args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else DEMO_EPOCHS)
-    if width < 1 or epochs < 1 or not args.lr > 0 or (args.threads is not None and args.threads < 1):
-        raise SystemExit("demo: --width, --epochs, --lr and --threads must be positive")
+    check_writable_dir(args.out, "--out")  # before minutes of work
     began = time.perf_counter()
     _heading("gq demo: neural-ODE gradients by direct backprop, the adjoint, the seminorm adjoint and GQ")
 

@@ -9,8 +9,6 @@ solid.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +18,8 @@ matplotlib.use("Agg")  # files only: works without a display and in worker proce
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from validation.atomic import atomic_open
 
 METHOD_COLOURS = {"direct": "tab:blue", "adjoint": "tab:orange", "seminorm": "tab:green", "gq": "tab:red",
                   "mali": "tab:purple", "aca": "tab:brown", "sde-direct": "tab:cyan", "sde-adjoint": "tab:olive"}
@@ -38,21 +38,14 @@ def method_colour(method: str) -> str:
 
 
 def save_figure_atomic(fig: plt.Figure, path: Path, dpi: int = 120) -> Path:
-    """Save ``fig`` as PNG to a temporary name in ``path``'s folder, then ``os.replace`` it into place and close it.
+    """Save ``fig`` as PNG through the atomic writer (:mod:`validation.atomic`), then close it.
 
     The format is given explicitly because the temporary name does not end in .png.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_open(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

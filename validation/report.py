@@ -8,7 +8,7 @@ times: training loop only, evaluation excluded, as in the paper), of the final v
 validation loss; the mean forward/backward NFE per batch and the peak memory; and GQ's speed-up over each baseline,
 the ratio of the mean training times. Unfinished runs are left out of the tables and counted. The toy-gradient JSON,
 if present, adds its median-error table and a figure of the relative errors against T. Every file is written
-atomically (a temporary name in the same folder, then ``os.replace``).
+atomically and durably (:mod:`validation.atomic`).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from validation import atomic
+from validation.cli import UsageError, check_writable_dir
 from validation.methods import METHODS
 
 HELP = "tables (mean ± std over seeds, GQ's speed-ups) and figures from the result JSONs under a results folder"
@@ -32,11 +32,12 @@ DEFAULT_RESULTS = Path("results")
 REPORT_NAME = "report.md"
 BASELINES = ("adjoint", "seminorm", "direct")  # GQ's speed-up is reported against each one present
 TRAINING_KEYS = ("task", "variant", "method", "width", "seed", "history")
+COMPARED = ("method", "width", "seed")  # what varies within one group of the report
 HISTORY_KEYS = ("epoch_time_s", "val_loss", "val_metric")
 
 
-class NoResultsError(SystemExit):
-    """No result JSON under the folder: a clear message for the command line (exit status 1)."""
+class NoResultsError(UsageError):
+    """No result JSON under the folder: a clear message for the command line (exit status 2, a user error)."""
 
 
 @dataclass
@@ -90,11 +91,14 @@ class GroupSummary:
     variant: str
     widths: dict[int, dict[str, MethodSummary]]
     metric_name: str
+    setting: str = ""  # the flags that set this group apart from others of its task/variant, e.g. "--lr 0.005"
+    settings_key: str = ""  # its runs' settings (settings_of), as canonical JSON
 
     @property
     def title(self) -> str:
         where = f" (in {self.collection}/)" if self.collection else ""
-        return f"{self.task} / {self.variant}{where}"
+        setting = f" [{self.setting}]" if self.setting else ""
+        return f"{self.task} / {self.variant}{setting}{where}"
 
     def speedups(self) -> dict[int, dict[str, float]]:
         """width → baseline → mean training time of the baseline / mean training time of GQ."""
@@ -166,13 +170,29 @@ def load_results(root: Path) -> Loaded:
     return loaded
 
 
+def settings_of(record: dict) -> dict[str, Any]:
+    """The flags of a training record that change its numbers, less method, width and seed (what a group of the
+    report compares): runs that differ in any other (e.g. --lr) are different experiments, never averaged."""
+    from validation.training import hashed_settings
+
+    config = record.get("config")
+    if not isinstance(config, dict):
+        return {}
+    return {k: v for k, v in hashed_settings(config).items() if k not in COMPARED}
+
+
+def _settings_key(record: dict) -> str:
+    return json.dumps(settings_of(record), sort_keys=True, default=str)
+
+
 def _drop_duplicates(loaded: Loaded) -> None:
-    """Keep one record per (collection, task, variant, width, method, seed): a copied file would count twice."""
+    """Keep one record per (collection, task, variant, settings, width, method, seed): a copied file would count
+    twice."""
     seen: dict[tuple, Path] = {}
     kept = []
     for path, record in loaded.training:
-        key = (collection_of(path, loaded.root), record["task"], record["variant"], record["width"],
-               record["method"], record["seed"])
+        key = (collection_of(path, loaded.root), record["task"], record["variant"], _settings_key(record),
+               record["width"], record["method"], record["seed"])
         if key in seen:
             loaded.invalid.append((path, f"the same run as {_rel(seen[key], loaded.root)}"))
         else:
@@ -210,22 +230,41 @@ def summarize_method(records: list[dict]) -> MethodSummary:
     )
 
 
+def _setting_labels(training: list[tuple[Path, dict]], root: Path) -> dict[tuple[str, str, str, str], str]:
+    """(collection, task, variant, settings key) → the flags in which that group differs from the other groups of
+    its task/variant ("" when it is the only one)."""
+    per_variant: dict[tuple[str, str, str], dict[str, dict]] = defaultdict(dict)
+    for path, record in training:
+        per_variant[(collection_of(path, root), str(record["task"]), str(record["variant"]))][
+            _settings_key(record)] = settings_of(record)
+    labels = {}
+    for base, settings in per_variant.items():
+        keys = sorted({k for s in settings.values() for k in s})
+        varying = [k for k in keys if len({json.dumps(s.get(k), default=str) for s in settings.values()}) > 1]
+        for key, values in settings.items():
+            labels[(*base, key)] = ", ".join(f"--{k.replace('_', '-')} {values.get(k, '(not set)')}"
+                                             for k in varying)
+    return labels
+
+
 def summarize_training(training: list[tuple[Path, dict]], root: Path) -> list[GroupSummary]:
-    """Group the finished runs by (collection, task, variant), then width and method."""
-    buckets: dict[tuple[str, str, str], dict[int, dict[str, list[dict]]]] = defaultdict(
+    """Group the finished runs by (collection, task, variant, settings), then width and method."""
+    buckets: dict[tuple[str, str, str, str], dict[int, dict[str, list[dict]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
     for path, record in training:
-        key = (collection_of(path, root), str(record["task"]), str(record["variant"]))
+        key = (collection_of(path, root), str(record["task"]), str(record["variant"]), _settings_key(record))
         buckets[key][int(record["width"])][str(record["method"])].append(record)
+    labels = _setting_labels(training, root)
     groups = []
-    for (collection, task, variant), widths in sorted(buckets.items()):
+    for (collection, task, variant, settings), widths in sorted(buckets.items()):
         summaries = {
             width: {method: summarize_method(widths[width][method])
                     for method in sorted(widths[width], key=_method_order)}
             for width in sorted(widths)
         }
         metric_name = next(iter(next(iter(summaries.values())).values())).metric_name
-        groups.append(GroupSummary(collection, task, variant, summaries, metric_name))
+        groups.append(GroupSummary(collection, task, variant, summaries, metric_name,
+                                   labels[(collection, task, variant, settings)], settings))
     return groups
 
 
@@ -276,25 +315,15 @@ def slug(text: str) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` via a temporary file in the same folder and ``os.replace``: never a half-written report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` atomically and durably (:mod:`validation.atomic`): never a half-written report."""
+    atomic.write_text_atomic(path, text)
 
 
 def _group_figures(group: GroupSummary, training: list[tuple[Path, dict]], root: Path, out: Path) -> list[Path]:
     """Time against width for the group, and validation loss against wall clock at each of its widths."""
     from validation import plots
 
-    base = slug("_".join(p for p in (group.collection, group.task, group.variant) if p))
+    base = slug("_".join(p for p in (group.collection, group.task, group.variant, group.setting) if p))
     figures = []
     series: dict[str, tuple[list[int], list[float], list[float]]] = {}
     for width, methods in group.widths.items():
@@ -310,7 +339,8 @@ def _group_figures(group: GroupSummary, training: list[tuple[Path, dict]], root:
         curves: dict[str, list[tuple[int, list[float], list[float]]]] = defaultdict(list)
         for path, record in sorted(training, key=lambda item: item[1]["seed"]):
             if (collection_of(path, root), record["task"], record["variant"], int(record["width"])) != \
-                    (group.collection, group.task, group.variant, width):
+                    (group.collection, group.task, group.variant, width) or \
+                    _settings_key(record) != group.settings_key:
                 continue
             history = record["history"]
             clock = [0.0]
@@ -349,6 +379,9 @@ def write_report(results: Path, out: Path | None = None) -> Report:
     """Read ``results``, write ``report.md`` and the PNGs into ``out`` (default ``<results>/report``)."""
     results = Path(results)
     out = results / "report" if out is None else Path(out)
+    if results.exists() and not results.is_dir():
+        raise NoResultsError(f"--results {results}: no results folder, it is a file; expected the folder a training "
+                             f"command wrote into (its --out)")
     if not results.is_dir():
         raise NoResultsError(f"report: no results folder {results} (run a training command or toy-gradient first, "
                              f"or pass --results)")
@@ -357,6 +390,7 @@ def write_report(results: Path, out: Path | None = None) -> Report:
         raise NoResultsError(f"report: no results under {results}: expected <task>/<variant>/w<width>/<method>/"
                              f"seed<k>.json files from a training command (e.g. `python -m validation nested-spheres "
                              f"--quick`) or toy-gradient's JSON")
+    check_writable_dir(out, "--out")  # before drawing anything
     groups = summarize_training(loaded.training, results)
     figures: list[Path] = []
     lines = ["# Results report", "",

@@ -1,16 +1,17 @@
-"""Shared helpers for validation results: the software/machine description and atomic JSON writes."""
+"""Shared helpers for validation results: the software/machine description and atomic JSON writes (the writer
+itself is :mod:`validation.atomic`'s)."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from validation import atomic
 
 PACKAGES = ("numpy", "numba", "scipy", "torch", "torchdiffeq")
 
@@ -35,18 +36,5 @@ def environment() -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON to ``path`` atomically and durably (:func:`validation.atomic.write_json_atomic`)."""
+    atomic.write_json_atomic(path, data)

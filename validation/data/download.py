@@ -1,19 +1,17 @@
 """Optional download of the published data files, each checked against its published MD5 and written atomically.
 
 A file is streamed into a temporary file in the destination folder, its MD5 is compared with the table in
-:mod:`validation.data.sources`, and only then is it renamed onto its final name (``os.replace``): an interrupted
-or corrupted download never leaves a file under the real name. Mirrors are tried in order. urllib only.
+:mod:`validation.data.sources`, and only then is it renamed onto its final name (:mod:`validation.atomic`, fsync-ed):
+an interrupted or corrupted download never leaves a file under the real name. Mirrors are tried in order. urllib only.
 CIFAR-10's archive is verified, then only its six expected ``.bin`` members are extracted, by exact name, as
 regular files (no path from the archive is ever used), each written atomically too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
-import os
 import shutil
 import tarfile
 import tempfile
@@ -23,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from validation.atomic import atomic_open, make_dirs
 from validation.data import cifar10, mnist, svhn
 from validation.data.base import DataError
 from validation.data.sources import CIFAR10_ARCHIVE, CIFAR10_DIR, CIFAR10_FILES, MD5, MIRRORS
@@ -72,40 +71,32 @@ def fetch(name: str, dest_dir: Path, bases: Sequence[str], md5: str, *, progress
     if not bases:
         raise DataError(f"cannot download {name}: no mirror URL is configured")
     dest = dest_dir / name
+    try:
+        make_dirs(dest_dir)
+        with tempfile.TemporaryFile(dir=dest_dir):
+            pass  # can files be written there at all? (then a failure below is the mirror's)
+    except OSError as e:
+        raise DataError(f"cannot write the download of {name} into {dest_dir} ({e})") from e
     failures = []
     for base in bases:
         url = base + name
         try:
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest_dir)
-        except OSError as e:
-            raise DataError(f"cannot write the download of {name} into {dest_dir} ({e})") from e
-        try:
-            with os.fdopen(fd, "wb") as out:
+            # the atomic writer removes the temporary when the block raises: a mismatch leaves nothing behind
+            with atomic_open(dest, "wb", suffix=".part") as out:
                 actual = _stream(url, out, name, progress)
-            if actual != md5:
-                raise DataError(f"checksum mismatch for {url}: expected MD5 {md5}, got {actual}")
-            os.replace(tmp, dest)
+                if actual != md5:
+                    raise DataError(f"checksum mismatch for {url}: expected MD5 {md5}, got {actual}")
             return dest
         except (OSError, http.client.HTTPException, ValueError) as e:
             # URLError/HTTPError/timeouts are OSErrors, a cut-off body an HTTPException, a mismatch a DataError.
             failures.append(str(e) if isinstance(e, DataError) else f"{url}: {type(e).__name__}: {e}")
             log.warning("download of %s failed: %s", url, failures[-1])
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
     raise DataError(f"could not download {name} into {dest_dir}: " + "; ".join(failures))
 
 
 def _copy_atomic(src: BinaryIO, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, CHUNK)
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with atomic_open(dest, "wb", suffix=".part") as out:
+        shutil.copyfileobj(src, out, CHUNK)
 
 
 def extract_cifar10(archive: Path, data_dir: Path) -> Path:

@@ -41,6 +41,7 @@ NAME = "g1d"
 HELP = "g1d: the 1-D crossing map (docs/paper.md §3.1), MSE"
 DEFAULTS = {"width": 100, "epochs": 150, "lr": 0.01, "batch_size": 2}
 QUICK = {"width": 8, "epochs": 2}
+VARIANT_KEYS = ()  # no variant folder beyond "default"
 
 
 class G1dModel(torch.nn.Module):

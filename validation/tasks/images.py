@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from validation.cli import UsageError
 from validation.data import DATASETS, DataError, load_images
 
 NAME = "images"
@@ -105,6 +106,9 @@ def configure_task(parser: argparse.ArgumentParser) -> None:
                         help="fetch the missing files into --data-dir first (checksum-verified)")
 
 
+VARIANT_KEYS = ("dataset", "batch_size")  # the flags variant() names
+
+
 def variant(args: argparse.Namespace) -> str:
     return f"{args.dataset}/b{args.batch_size}"
 
@@ -113,7 +117,7 @@ def _split(args: argparse.Namespace, split: str, keep: int | None) -> tuple[torc
     try:
         data = load_images(args.dataset, split, data_dir=args.data_dir, download=args.download)
     except DataError as error:
-        raise SystemExit(str(error)) from None  # a missing or bad file is the user's to fix: a message, no traceback
+        raise UsageError(str(error)) from None  # a missing or bad file is the user's to fix: a message, no traceback
     images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
     if keep is not None:
         images, labels = images[:keep], labels[:keep]
@@ -128,8 +132,11 @@ def build(args: argparse.Namespace, generator: torch.Generator):
     val, val_source = _split(args, "test", QUICK_TEST if args.quick else None)
     _, channels, side, other = train.tensors[0].shape
     if side != other:
-        raise SystemExit(f"{args.dataset}: expected square images, got {side}x{other}")
-    model = ImageODEModel(channels, side, args.width)
+        raise UsageError(f"--dataset {args.dataset}: expected square images, got {side}x{other}")
+    try:
+        model = ImageODEModel(channels, side, args.width)
+    except ValueError as error:  # images too small for the encoder: the data set is the user's
+        raise UsageError(f"--dataset {args.dataset}: {error}") from None
     source = f"train: {train_source}; test: {val_source}"
     if args.quick:
         source += f" (--quick: only the first {len(train)} training and {len(val)} test images)"

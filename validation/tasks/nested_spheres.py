@@ -92,8 +92,14 @@ def build(args, generator: torch.Generator):
                                  f"seeded generator")
 
 
+VARIANT_KEYS = ("gtol",)  # the flags variant() names
+
+
 def variant(args) -> str:
-    return f"gtol{args.gtol:g}"
+    text = f"{args.gtol:g}"
+    if float(text) != args.gtol:  # :g keeps 6 digits; two values must never share a folder
+        text = repr(args.gtol)
+    return f"gtol{text}"
 
 
 def _command():

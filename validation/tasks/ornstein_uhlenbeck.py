@@ -41,7 +41,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,19 +52,24 @@ from tqdm import tqdm
 
 from gqtorch.memory import PeakMemory
 from gqtorch.sde import SmoothNoise, WongZakaiODE, sdeint
+from validation.atomic import atomic_open
+from validation.cli import UsageError, track_explicit
 from validation.methods import Solver
 from validation.results import environment, write_json_atomic
 from validation.tasks.mlp import softplus_mlp
 from validation.training import (
     Distributed,
-    _device,
-    _save_checkpoint_atomic,
+    RunPlan,
     add_training_arguments,
     integer_at_least,
+    plan_runs,
     positive_float,
     positive_int,
     record_epoch,
-    result_path,
+    resolve_device,
+    restore_states,
+    resumed_record,
+    save_checkpoint,
     train_loader,
 )
 
@@ -87,6 +91,8 @@ DEFAULT_NCOSINES = 10
 # Per-run seeds of the three random streams, offset from the run seed so that they never coincide.
 NOISE_SALT, BROWNIAN_SALT, EVAL_SALT = 1, 2, 3
 PLOT_ICS, PLOT_PATHS, PLOT_TIME_FRACTIONS = 3, 30, (0.03, 0.5, 1.0)  # the paper's figure: indices 3, 50, 100 of 101
+VARIANT_KEYS = ("ncosines",)  # the flags variant() names
+CHECKPOINT_KEYS = ("model", "optimizer", "record", "generators")
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -280,7 +286,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--method": "gq (Wong–Zakai ODE, GQ gradients), sde-direct or sde-adjoint (torchsde reversible Heun); "
                     "default gq",
         "--seed": "first seed: initial weights and the runs' noise; the data have their own fixed seeds (default 0)",
-        "--batch-size": f"initial conditions per batch, each with all its paths (default {DEFAULTS['batch_size']})"})
+        "--batch-size": f"initial conditions per batch, each with all its paths (default {DEFAULTS['batch_size']})"},
+        quick=QUICK)
     parser.add_argument("--ncosines", type=non_negative_int, default=DEFAULT_NCOSINES,
                         help=f"cosine terms N of the Wong–Zakai noise, gq only (default {DEFAULT_NCOSINES})")
     parser.add_argument("--sde-dt", type=positive_float, default=DEFAULTS["sde_dt"],
@@ -293,6 +300,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"sample paths per initial condition, data and model (default {DEFAULTS['paths']})")
     parser.add_argument("--times", type=at_least_two, default=DEFAULTS["times"],
                         help=f"equally spaced times on [0, 10] (default {DEFAULTS['times']})")
+    track_explicit(parser)  # last: it wraps every flag added above
 
 
 def variant(args: argparse.Namespace) -> str:
@@ -317,12 +325,12 @@ def _generator_states(model: OUModel) -> dict[str, torch.Tensor]:
     return {"noise": model.noise.generator.get_state(), "brownian": model.brownian_generator.get_state()}
 
 
-def train_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """Train one seed; return its record (also written, with a checkpoint, after every epoch)."""
-    device = _device(args.device)
+def train_run(args: argparse.Namespace, plan: RunPlan) -> dict[str, Any]:
+    """Train one planned seed (:func:`validation.training.plan_runs`); return its record (also written, with a
+    checkpoint, after every epoch)."""
+    seed = plan.seed
+    device = resolve_device(args.device)
     group = Distributed(device)
-    if group.active:
-        raise SystemExit(f"{NAME} runs in a single process; launch it without torchrun")
     if args.threads:
         torch.set_num_threads(args.threads)
     times = ou_times(args.times)
@@ -337,9 +345,7 @@ def train_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     eval_entropy = 1000 * seed + EVAL_SALT
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     solve = Solver("gq", args.tol, args.gtol)
-    path = result_path(args.out, NAME, variant(args), args.width, args.method, seed)
-    checkpoint = path.with_suffix(".ckpt")
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "handler"}
+    path, checkpoint = plan.path, plan.checkpoint
     details = {
         "ou": {"mu": MU, "theta": THETA, "sigma": SIGMA, "phi": PHI, "t_end": T_END, "y0_range": Y0_RANGE},
         "simulation": "exact Gaussian transitions of the linear SDE (no discretisation error)",
@@ -352,7 +358,8 @@ def train_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
     record: dict[str, Any] = {
         "task": NAME, "variant": variant(args), "method": args.method, "width": args.width, "seed": seed,
-        "config": config, "environment": environment(), "device": str(device), "world_size": 1,
+        "config": plan.config, "config_hash": plan.config_hash, "environment": environment(), "device": str(device),
+        "world_size": 1,
         "parameters_field": sum(p.numel() for p in model.func.parameters()),
         "parameters_total": sum(p.numel() for p in model.parameters()),
         "data_source": f"generated: time-dependent OU, {args.train_ics} training and {args.val_ics} validation ICs "
@@ -364,13 +371,12 @@ def train_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
     start_epoch = 0
     samples = None
-    if args.resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    if plan.state is not None:
+        state, plan.state = plan.state, None  # the plan need not keep the tensors alive
+        restore_states(checkpoint, (model, state["model"]), (optimizer, state["optimizer"]))
         model.noise.generator.set_state(state["generators"]["noise"])
         model.brownian_generator.set_state(state["generators"]["brownian"])
-        record = state["record"]
+        record = resumed_record(state["record"], plan, args.epochs)
         start_epoch = record["epochs_done"]
     else:
         kl, logp, samples = evaluate(model, val, eval_entropy)
@@ -409,15 +415,16 @@ def train_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                      peak_memory_mb=memory.peak_mib())
         history["val_logp"].append(logp)
         bar.set_postfix(loss=f"{history['train_loss'][-1]:.3g}", kl=f"{kl:.3g}")
+        # checkpoint first: a result JSON is never ahead of the checkpoint that can continue it
+        save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "record": record, "generators": _generator_states(model)})
         write_json_atomic(path, record)
-        _save_checkpoint_atomic(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                             "record": record, "generators": _generator_states(model)})
     if start_epoch >= args.epochs:
-        write_json_atomic(path, record)
+        write_json_atomic(path, record)  # resumed a finished run: the record now shows this command's config
     if record["finished"]:
         if samples is None:  # resumed a finished run: sample again for the figure
             samples = evaluate(model, val, eval_entropy)[2]
-        figure = path.with_suffix(".png")
+        figure = plan.figure
         plot_solutions(figure, times, *(t.cpu().numpy() for t in val.tensors), samples.cpu().numpy(),
                        title=f"{NAME} {args.method} W={args.width} N={args.ncosines} seed {seed}: test KL "
                              f"{history['val_metric'][-1]:.3g}")
@@ -427,15 +434,14 @@ def train_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Every seed of the command line; prints a one-line summary per run."""
-    if args.quick:
-        for key, value in QUICK.items():
-            if getattr(args, key) == DEFAULTS.get(key):
-                setattr(args, key, value)
-    for seed in range(args.seed, args.seed + args.repeats):
-        record = train_run(args, seed)
+    """Every seed of the command line, checked as a whole before any training; prints a one-line summary per run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"{NAME} runs in a single process; launch it without torchrun")
+    for plan in plan_runs(sys.modules[__name__], args):
+        record = train_run(args, plan)
         history = record["history"]
-        print(f"{NAME} {args.method} width {args.width} seed {seed}: {sum(history['epoch_time_s']):.2f} s training, "
+        print(f"{NAME} {args.method} width {args.width} seed {plan.seed}: {sum(history['epoch_time_s']):.2f} s "
+              f"training, "
               f"test KL {history['val_metric'][-1]:.4g}, log-likelihood {history['val_logp'][-1]:.4g} "
               f"-> {record['path']}")
         print(f"data: {record['data_source']}")
@@ -488,23 +494,18 @@ def plot_solutions(path: Path, times: np.ndarray, y0: np.ndarray, data: np.ndarr
         ax.set_xlabel("t" if ax is axes[-1, 0] else "y")
     if title:
         fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # a 64-colour palette PNG: a third of the size of the RGBA one, with no visible loss for line plots
-        fig.canvas.draw()
-        image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB").quantize(colors=64)
-        image.save(tmp, format="PNG", optimize=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # a 64-colour palette PNG: a third of the size of the RGBA one, with no visible loss for line plots
+    fig.canvas.draw()
+    image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB").quantize(colors=64)
+    with atomic_open(Path(path), "wb") as handle:
+        image.save(handle, format="PNG", optimize=True)
 
 
 if __name__ == "__main__":  # until the command is registered in validation/__main__.py
     _parser = argparse.ArgumentParser(prog="python -m validation.tasks.ornstein_uhlenbeck", description=HELP)
     configure(_parser)
-    sys.exit(main(_parser.parse_args()))
+    _args = _parser.parse_args()
+    try:
+        sys.exit(main(_args))
+    except UsageError as _error:
+        _parser.exit(UsageError.exit_status, f"{_parser.prog}: error: {_error}\n")

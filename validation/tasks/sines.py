@@ -74,6 +74,9 @@ def configure_task(parser) -> None:
     parser.add_argument("--irregular", action="store_true", help="irregular times (default: regular)")
 
 
+VARIANT_KEYS = ("points", "irregular")  # the flags variant() names
+
+
 def variant(args) -> str:
     return f"{args.points}pts-{'irregular' if args.irregular else 'regular'}"
 

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 import gqtorch
+from validation.cli import UsageError, check_writable_dir, explicit_flags, float_in, positive_float, track_explicit
 from validation.methods import METHODS
 from validation.peers import PEERS, available, solve_to_end
 from validation.results import environment, write_json_atomic
@@ -41,6 +42,9 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
 QUANTITIES = ("L", "dL_dz0", "dL_da", "dL_dT")
 LABELS = {"L": "L", "dL_dz0": "dL/dz0", "dL_da": "dL/da", "dL_dT": "dL/dT"}
 DEFAULT_OUT = Path("results/toy-gradient/toy.json")
+# T ≤ 200: the loss z0²e^{2aT} = 100·e^{0.4T} stays below float32's maximum (3.4e38, reached at T ≈ 210).
+T_MAX = 200.0
+MAX_SWEEP = 100_000  # values of T in one sweep: a step that would give more is a typo, not an experiment
 
 
 class LinearField(torch.nn.Module):
@@ -226,38 +230,54 @@ def run_sweep(times: list[float], methods: list[str], dtypes: list[str], rtol: f
     }
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS + PEERS, default=list(METHODS + PEERS),
                         help="gradient methods (default: all four, plus MALI and ACA where TorchDiffEqPack is "
                              "installed)")
     parser.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), default=list(DTYPES),
                         help="floating-point types (default: float32 float64)")
-    parser.add_argument("--tol", type=_positive, default=RTOL, help=f"dopri5 rtol (default {RTOL:g})")
-    parser.add_argument("--atol", type=_positive, default=ATOL, help=f"dopri5 atol (default {ATOL:g})")
-    parser.add_argument("--gtol", type=_positive, default=GTOL, help=f"GQ's node-rule constant C (default {GTOL:g})")
-    parser.add_argument("--t-start", type=float, default=T_START, help=f"first T (default {T_START:g})")
-    parser.add_argument("--t-stop", type=float, default=T_STOP, help=f"last T (default {T_STOP:g})")
-    parser.add_argument("--t-step", type=_positive, default=T_STEP, help=f"T step (default {T_STEP:g})")
-    parser.add_argument("--quick", action="store_true", help=f"only T in {', '.join(f'{t:g}' for t in QUICK_T)}")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
+    parser.add_argument("--tol", type=positive_float, default=RTOL, help=f"dopri5 rtol (default {RTOL:g})")
+    parser.add_argument("--atol", type=positive_float, default=ATOL, help=f"dopri5 atol (default {ATOL:g})")
+    parser.add_argument("--gtol", type=positive_float, default=GTOL,
+                        help=f"GQ's node-rule constant C (default {GTOL:g})")
+    parser.add_argument("--t-start", type=float_in(0.0, T_MAX, low_open=True), default=T_START,
+                        help=f"first T, in (0, {T_MAX:g}] (default {T_START:g})")
+    parser.add_argument("--t-stop", type=float_in(0.0, T_MAX, low_open=True), default=T_STOP,
+                        help=f"last T, in (0, {T_MAX:g}] (default {T_STOP:g})")
+    parser.add_argument("--t-step", type=positive_float, default=T_STEP, help=f"T step (default {T_STEP:g})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only T in {', '.join(f'{t:g}' for t in QUICK_T)} (the --t-* flags are then refused)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"JSON results file, checked for writing before the sweep (default {DEFAULT_OUT})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    track_explicit(parser)  # last: it wraps every flag added above
+
+
+def _check_out(out: Path) -> None:
+    """The results file must be writable before the sweep spends minutes."""
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder; expected the path of the JSON results file")
+    check_writable_dir(out.parent, "--out", given=out)
 
 
 def main(args: argparse.Namespace) -> int:
+    given = [f"--{dest.replace('_', '-')}" for dest in ("t_start", "t_stop", "t_step") if dest in explicit_flags(args)]
+    if args.quick and given:  # --quick fixes the T values: a sweep flag would be ignored, so say so
+        raise UsageError(f"{', '.join(given)}: not used with --quick, which runs T = "
+                         f"{', '.join(f'{t:g}' for t in QUICK_T)}; expected one or the other")
     if args.quick:
         times = list(QUICK_T)
     else:
-        try:
-            times = sweep_times(args.t_start, args.t_stop, args.t_step)
-        except ValueError as error:
-            raise SystemExit(f"toy-gradient: {error}") from None
+        if args.t_stop < args.t_start:
+            raise UsageError(f"toy-gradient: --t-start {args.t_start:g} --t-stop {args.t_stop:g}: expected --t-stop ≥ "
+                             f"--t-start")
+        count = math.floor((args.t_stop - args.t_start) / args.t_step + 1e-9) + 1
+        if count > MAX_SWEEP:
+            raise UsageError(f"--t-step {args.t_step:g}: gives {count:,} values of T in [{args.t_start:g}, "
+                             f"{args.t_stop:g}]; expected at most {MAX_SWEEP:,}")
+        times = sweep_times(args.t_start, args.t_stop, args.t_step)
+    _check_out(args.out)
     methods, unavailable = usable_methods(list(dict.fromkeys(args.methods)))  # keep order, drop repeats
     for method in unavailable:
         print(f"toy gradient: {method} is unavailable (TorchDiffEqPack is not installed: pip install --no-deps "
