@@ -211,7 +211,7 @@ def test_integrate_until_event_matches_torchdiffeq(direction, problem):
                                                  flat_event_fn(event, lambda y: y, t0, y0), direction * t0, y0,
                                                  direction, 1e-9)
     # the same steps and the same bisection: the same numbers (to roundoff; in practice bit for bit)
-    assert abs(direction * s_event - float(event_t)) <= 1e-12
+    assert abs(direction * s_event - event_t.item()) <= 1e-12
     torch.testing.assert_close(y_event, solution[-1], rtol=0, atol=1e-12)
 
 
@@ -310,7 +310,7 @@ def test_tuple_state_event_location():
         s_event, y_event = integrate_until_event(
             torchdiffeq_steps(lambda t, y: torch.cat(func(t, split(y))), flat, 0.0, 1.0),
             flat_event_fn(event, split, 0.0, flat), 0.0, flat, 1.0, 1e-9)
-    assert abs(s_event - float(event_t)) <= 1e-12
+    assert abs(s_event - event_t.item()) <= 1e-12
     torch.testing.assert_close(y_event, torch.cat([solution[0][-1], solution[1][-1]]), rtol=0, atol=1e-12)
 
 
@@ -366,20 +366,20 @@ def test_odeint_event_tuple_state_matches_torchdiffeq():
                                              odeint_interface=interface)
         assert isinstance(solution, tuple) and solution[0].shape == (2, 1)
         loss = event_t + solution[1][-1].sum()
-        results.append((float(event_t.detach()), _grads(loss, (h, v0))))
+        results.append((event_t.item(), _grads(loss, (h, v0))))
     assert results[0][0] == results[1][0]
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
-def _ball_event(interface, h=H, g=G, reverse_time=False):
+def _ball_event(interface, h=H, g=G):
     ball = Ball(g)
     height = torch.tensor(h, dtype=F64, requires_grad=True)
     y0 = torch.stack([height, torch.zeros((), dtype=F64)])
     event_t, solution = odeint_event(ball, y0, torch.tensor(0.0, dtype=F64), event_fn=ball_hits_ground,
                                      odeint_interface=interface, atol=1e-10, rtol=1e-8)
     dh, dg = _grads(event_t, (height, ball.g))
-    return float(event_t), float(dh), float(dg), solution
+    return event_t.item(), float(dh), float(dg), solution
 
 
 def test_ball_closed_form_through_odeint_event():
@@ -404,7 +404,7 @@ def test_decay_closed_form_and_event_parameters():
     dy0, dk, dc = _grads(event_t, (y0, decay.k, threshold.c))
     exact = math.log(Y0 / C) / K
     bound = 100 * rtol  # the solve's relative error moves t* by δy/(k c); 100·rtol is far above it
-    assert float(event_t) == pytest.approx(exact, rel=bound)
+    assert event_t.item() == pytest.approx(exact, rel=bound)
     assert float(dy0) == pytest.approx(1 / (K * Y0), rel=bound)
     assert float(dk) == pytest.approx(-exact / K, rel=bound)
     assert float(dc) == pytest.approx(-1 / (K * C), rel=bound)
@@ -451,7 +451,7 @@ def test_gqref_ball_closed_form(jac):
     assert grad.t_event == found.t_event
     assert grad.dL_dy0[0] == pytest.approx(1 / math.sqrt(2 * G * H), rel=1e-9)
     assert grad.dL_dparams[0] == pytest.approx(-exact / (2 * G), rel=1e-9)
-    # the ball starts at rest: dt*/dv0 = t*/(G t*) … = (v0 + G t*)… at v0 = 0, dt*/dv0 = 1/G
+    # x(t*) = h + v0 t* − G t*²/2 = 0 gives dt*/dv0 = −t*/(v0 − G t*) = 1/G for a ball starting at rest
     assert grad.dL_dy0[1] == pytest.approx(1 / G, rel=1e-8)
     # an autonomous field: shifting t0 shifts t* one for one
     assert grad.dL_dt0 == pytest.approx(1.0, rel=1e-8)
@@ -560,7 +560,7 @@ def test_gqref_gradient_matches_gqtorch_odeint_event():
                               atol=atol)
     dy0, dt0 = _grads(event_t, (y0, t0))
     grad = event_gradient(FORCED, [1.0, 0.3], 0.5, None, _forced_event_np, t_max=20.0, rtol=rtol, atol=atol)
-    assert abs(grad.t_event - float(event_t)) <= 1e-10
+    assert abs(grad.t_event - event_t.item()) <= 1e-10
     np.testing.assert_allclose(grad.dL_dy0, dy0.numpy(), rtol=1e-6)
     assert grad.dL_dt0 == pytest.approx(float(dt0), rel=1e-6)
 
@@ -580,3 +580,110 @@ def test_gqref_no_event_and_bad_inputs():
     assert found.t_event == 0.0 and found.step == -1
     with pytest.raises(InputError, match="zero at t0"):
         event_gradient(BALL, [0.0, 1.0], 0.0, [G], lambda t, y, p: y[0], t_max=1.0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# through gqtorch.odeint (once it takes event_fn)
+
+
+def _gqtorch_odeint_takes_events() -> bool:
+    import gqtorch
+
+    try:
+        gqtorch.odeint(lambda t, y: -y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                       event_fn=lambda t, y: y[0] - 0.5)
+    except InputError as error:
+        if "event_fn" in str(error):
+            return False
+        raise
+    return True
+
+
+@pytest.fixture(scope="module")
+def gqtorch_events():
+    if not _gqtorch_odeint_takes_events():
+        pytest.skip("gqtorch.odeint does not take event_fn yet")
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_gqtorch_odeint_event_matches_gqref(gqtorch_events, direction):
+    """gqtorch.odeint(event_fn=…) against gqref.events on the same problem: ≤ 1e-10 at rtol = 1e-9 (see
+    test_gqtorch_solver_and_gqref_event_times_agree), and the state there."""
+    import gqtorch
+
+    rtol, atol = 1e-9, 1e-11
+    y0 = torch.tensor([1.0, 0.3], dtype=F64)
+    t = torch.tensor([0.5, 0.5 + direction], dtype=F64)
+    event_t, solution = gqtorch.odeint(Forced(), y0, t, event_fn=forced_event, rtol=rtol, atol=atol)
+    found = solve_until_event(FORCED, [1.0, 0.3], 0.5, None, _forced_event_np, t_max=0.5 + 10 * direction, rtol=rtol,
+                              atol=atol)
+    assert isinstance(event_t, torch.Tensor) and event_t.dtype == t.dtype
+    assert solution.shape == (2, 2)
+    assert abs(event_t.item() - found.t_event) <= 1e-10
+    np.testing.assert_allclose(solution[-1].detach().numpy(), found.y_event, rtol=0, atol=1e-10)
+    torch.testing.assert_close(solution[0], y0, rtol=0, atol=0)
+
+
+def test_gqtorch_odeint_event_near_torchdiffeq(gqtorch_events):
+    import gqtorch
+
+    for direction in (1.0, -1.0):
+        y0 = torch.tensor([1.0, 0.3], dtype=F64)
+        t = torch.tensor([0.5, 0.5 + direction], dtype=F64)
+        ours_t, ours = gqtorch.odeint(Forced(), y0, t, event_fn=forced_event)
+        with torch.no_grad():
+            theirs_t, theirs = torchdiffeq.odeint(Forced(), y0, t, event_fn=forced_event)
+        # the step sizes differ by the error estimate's rounding (see test_gqref_event_near_torchdiffeqs)
+        assert abs(ours_t.item() - theirs_t.item()) <= 1e-8
+        torch.testing.assert_close(ours.detach(), theirs, rtol=0, atol=1e-8)
+
+
+def _closed_forms(interface, reverse_time):
+    """The ball and the decay through odeint_event with ``interface`` (None: gqtorch.odeint)."""
+    if not reverse_time:
+        t_event, dh, dg, _ = _ball_event(interface)
+        exact = math.sqrt(2 * H / G)
+        assert abs(t_event - exact) <= 1e-10  # exact dense output: the bisection's atol/2 only
+        assert dh == pytest.approx(1 / math.sqrt(2 * G * H), rel=1e-9)
+        assert dg == pytest.approx(-exact / (2 * G), rel=1e-9)
+    rtol, atol = 1e-9, 1e-11
+    decay, threshold = Decay(), Threshold()
+    y0 = torch.tensor([Y0], dtype=F64, requires_grad=True)
+    if reverse_time:
+        # backwards from t0 = 0 under y' = +k y: y(t) = Y0·exp(k t) reaches C at t* = −ln(Y0/C)/k < 0
+        event_t, _ = odeint_event(lambda t, y: decay.k * y, y0, torch.tensor(0.0, dtype=F64), event_fn=threshold,
+                                  reverse_time=True, odeint_interface=interface, rtol=rtol, atol=atol)
+        exact, sign = -math.log(Y0 / C) / K, -1.0
+    else:
+        event_t, _ = odeint_event(decay, y0, torch.tensor(0.0, dtype=F64), event_fn=threshold,
+                                  odeint_interface=interface, rtol=rtol, atol=atol)
+        exact, sign = math.log(Y0 / C) / K, 1.0
+    dy0, dk, dc = _grads(event_t, (y0, decay.k, threshold.c))
+    bound = 100 * rtol  # see the module docstring
+    assert event_t.item() == pytest.approx(exact, rel=bound)
+    assert float(dy0) == pytest.approx(sign / (K * Y0), rel=bound)  # t* = ±ln(C/Y0)/k
+    assert float(dk) == pytest.approx(-exact / K, rel=bound)
+    assert float(dc) == pytest.approx(-sign / (K * C), rel=bound)
+
+
+@pytest.mark.parametrize("reverse_time", [False, True])
+def test_closed_forms_through_torchdiffeq_interface(reverse_time):
+    _closed_forms(torchdiffeq.odeint, reverse_time)
+
+
+@pytest.mark.parametrize("reverse_time", [False, True])
+def test_closed_forms_through_gqtorch(gqtorch_events, reverse_time):
+    _closed_forms(None, reverse_time)
+
+
+def test_gqtorch_gradients_match_gqref_discrete(gqtorch_events):
+    """Backprop through gqtorch (steps frozen) and gqref's discrete gradient differentiate the same map up to the
+    step sizes' rounding differences: 1e-7 relative at rtol = 1e-9."""
+    rtol, atol = 1e-9, 1e-11
+    func = Forced()
+    y0 = torch.tensor([1.0, 0.3], dtype=F64, requires_grad=True)
+    event_t, _ = odeint_event(func, y0, torch.tensor(0.5, dtype=F64), event_fn=forced_event, rtol=rtol, atol=atol)
+    (dy0,) = _grads(event_t, (y0,))
+    grad = event_gradient(FORCED, [1.0, 0.3], 0.5, None, _forced_event_np, t_max=20.0, rtol=rtol, atol=atol)
+    assert abs(grad.t_event - event_t.item()) <= 1e-10
+    np.testing.assert_allclose(dy0.numpy(), grad.dL_dy0, rtol=1e-7)
