@@ -391,7 +391,7 @@ def test_ball_closed_form_through_odeint_event():
     assert dh == pytest.approx(1 / math.sqrt(2 * G * H), rel=1e-9)
     assert dg == pytest.approx(-exact / (2 * G), rel=1e-9)
     assert solution.shape == (2, 2)
-    assert float(solution[-1, 1]) == pytest.approx(-G * exact, rel=1e-9)
+    assert solution[-1, 1].item() == pytest.approx(-G * exact, rel=1e-9)
 
 
 def test_decay_closed_form_and_event_parameters():
