@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -86,3 +87,178 @@ def all_finite(x):
         if not np.isfinite(x[i]):
             return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# VJPs derived by complex step, for fields given without them.
+
+COMPLEX_STEP = 1e-30
+"""h of the complex step: Im f(x + i·h·e_j)/h = ∂f/∂x_j + O(h²·|f'''|), and with no subtraction there is no
+cancellation, so any h far below √ε·|x| gives the derivative to roundoff; 1e-30 leaves h·|x| far above the
+subnormal range for |x| ≥ 1e-270 and h² far below roundoff for any third derivative below 1e280."""
+
+VJP_ROLES = ("vjp_t", "vjp_y", "vjp_p")
+
+
+def _complex_step_python(f: Callable) -> tuple[Callable, Callable, Callable]:
+    """vjp_t, vjp_y, vjp_p of a Python f by complex step: one evaluation per column of the Jacobian.
+
+    Every evaluation passes complex t, y and p (so a compiled f needs a single complex specialization)."""
+    h = COMPLEX_STEP
+
+    def column(t, y, p):
+        """Im f(t, y, p)/h, flat (t, y, p already complex, one of them stepped)."""
+        return np.imag(np.asarray(f(t, y, p))).reshape(-1) / h
+
+    def vjp_t(t, y, p, a):
+        y = np.asarray(y)
+        col = column(complex(t) + 1j * h, y.astype(np.complex128), np.asarray(p, dtype=np.complex128))
+        return float(np.dot(np.asarray(a, dtype=np.float64).reshape(-1), col))
+
+    def vjp_y(t, y, p, a):
+        y = np.asarray(y)
+        flat_y = y.astype(np.complex128).reshape(-1)
+        a_flat = np.asarray(a, dtype=np.float64).reshape(-1)
+        tc, pc = complex(t), np.asarray(p, dtype=np.complex128)
+        out = np.empty(flat_y.size)
+        for j in range(flat_y.size):
+            flat_y[j] += 1j * h
+            out[j] = np.dot(a_flat, column(tc, flat_y.reshape(y.shape), pc))
+            flat_y[j] = y.flat[j]
+        return out.reshape(y.shape)
+
+    def vjp_p(t, y, p, a):
+        p = np.asarray(p, dtype=np.float64)
+        pc = p.astype(np.complex128)
+        a_flat = np.asarray(a, dtype=np.float64).reshape(-1)
+        tc, yc = complex(t), np.asarray(y).astype(np.complex128)
+        out = np.empty(p.size)
+        for k in range(p.size):
+            pc[k] += 1j * h
+            out[k] = np.dot(a_flat, column(tc, yc, pc))
+            pc[k] = p[k]
+        return out
+
+    return vjp_t, vjp_y, vjp_p
+
+
+def _complex_step_compiled(f: Callable) -> tuple[Callable, Callable, Callable]:
+    """The same three VJPs as numba closures around a compiled f, so the gradient kernels stay compiled."""
+    from gqref._numba import njit_closure  # numba is imported by gqref anyway; local to keep the module light
+
+    h = COMPLEX_STEP
+
+    def vjp_t(t, y, p, a):
+        value = f(t + 1j * h, y + 0j, p + 0j)
+        acc = 0.0
+        for i in range(a.shape[0]):
+            acc += a[i] * value[i].imag
+        return acc / h
+
+    def vjp_y(t, y, p, a):
+        n = y.shape[0]
+        yc, pc = y + 0j, p + 0j
+        out = np.empty(n)
+        for j in range(n):
+            yc[j] = y[j] + 1j * h
+            value = f(t + 0j, yc, pc)
+            yc[j] = y[j]
+            acc = 0.0
+            for i in range(n):
+                acc += a[i] * value[i].imag
+            out[j] = acc / h
+        return out
+
+    def vjp_p(t, y, p, a):
+        yc, pc = y + 0j, p + 0j
+        out = np.empty(p.shape[0])
+        for k in range(p.shape[0]):
+            pc[k] = p[k] + 1j * h
+            value = f(t + 0j, yc, pc)
+            pc[k] = p[k]
+            acc = 0.0
+            for i in range(a.shape[0]):
+                acc += a[i] * value[i].imag
+            out[k] = acc / h
+        return out
+
+    return njit_closure(vjp_t), njit_closure(vjp_y), njit_closure(vjp_p)
+
+
+@lru_cache(maxsize=64)
+def _complex_step_vjps(f: Callable, compiled: bool) -> tuple[Callable, Callable, Callable]:
+    """One set per field function, so repeated gradients reuse the compiled closures (and their caches)."""
+    return _complex_step_compiled(f) if compiled else _complex_step_python(f)
+
+
+def _not_complex_steppable(reason: str) -> InputError:
+    return InputError(
+        f"field: {reason}. gqref derives missing VJPs by complex step, which needs an f(t, y, p) that accepts "
+        "complex t, y and p and is real-analytic in them (no .real, abs, real-typed output buffers or branches on "
+        "complex values). Pass the VJPs yourself: gqref.VectorField(f, vjp_t=..., vjp_y=..., vjp_p=...)")
+
+
+def probe_complex_step(f: Callable, t0: float, y0: np.ndarray, params: np.ndarray, time: bool = True) -> None:
+    """Check at (t0, y0, params) that complex-stepping f gives its derivative; raise InputError if not.
+
+    Two probes along one fixed direction v in (t, y, p) (t left out unless ``time``): f must return complex
+    output for complex input (a real result means the imaginary part was dropped), and the complex-step
+    directional derivative must agree with central differences at steps δ and δ/2 to within 10× their own
+    difference plus 1e-6 of the derivative's scale (roundoff and truncation of the differences are far below
+    that, so a disagreement means f discards the imaginary part somewhere). A field can pass at this point and
+    still be non-analytic elsewhere; the probe catches the usual real-only code, not every one.
+    """
+    h = COMPLEX_STEP
+    y0 = np.asarray(y0, dtype=np.float64)
+    params = np.asarray(params, dtype=np.float64)
+    rng = np.random.default_rng(0)  # a fixed, generic direction: no coordinate is special
+    v_t = rng.uniform(0.5, 1.0) if time else 0.0
+    v_y = rng.uniform(0.5, 1.0, y0.shape) * rng.choice([-1.0, 1.0], y0.shape)
+    v_p = rng.uniform(0.5, 1.0, params.shape) * rng.choice([-1.0, 1.0], params.shape)
+    try:
+        value = np.asarray(f(complex(t0) + 1j * h * v_t, y0 + 1j * h * v_y, params + 1j * h * v_p))
+    except Exception as error:  # any failure on complex input means complex step cannot be used
+        raise _not_complex_steppable(f"f raised {type(error).__name__} on complex input "
+                                     f"({str(error).splitlines()[0] if str(error) else 'no message'})") from error
+    if not np.iscomplexobj(value):
+        raise _not_complex_steppable(f"f returned real output (dtype {value.dtype}) for complex input, so the "
+                                     "imaginary part that carries the derivative was discarded")
+    cs = np.imag(value).reshape(-1) / h
+    scale = max(1.0, float(np.max(np.abs(y0), initial=0.0)), float(np.max(np.abs(params), initial=0.0)), abs(t0))
+    delta = 1e-4 * scale  # central differences: truncation ~δ²|f'''|, roundoff ~ε|f|/δ, both ≪ 1e-6 here
+
+    def central(d):
+        plus = np.asarray(f(t0 + d * v_t, y0 + d * v_y, params + d * v_p), dtype=np.float64).reshape(-1)
+        minus = np.asarray(f(t0 - d * v_t, y0 - d * v_y, params - d * v_p), dtype=np.float64).reshape(-1)
+        return (plus - minus) / (2.0 * d)
+
+    coarse, fine = central(delta), central(delta / 2)
+    f0 = np.asarray(f(t0, y0, params), dtype=np.float64).reshape(-1)
+    allowed = 10.0 * np.max(np.abs(coarse - fine)) + 1e-6 * max(np.max(np.abs(fine)), np.max(np.abs(f0)), 1e-300)
+    miss = float(np.max(np.abs(cs - fine))) if cs.size else 0.0
+    if not miss <= allowed:
+        raise _not_complex_steppable(f"its complex-step derivative differs from central differences by {miss:.3e} "
+                                     f"(allowed {allowed:.3e}) at t = {t0!r}, so f discards part of the imaginary "
+                                     "input")
+
+
+def complete_vjps(field: VectorField, t0: float, y0: np.ndarray, params: np.ndarray,
+                  roles: tuple[str, ...] = VJP_ROLES) -> tuple[VectorField, dict[str, str]]:
+    """``field`` with each missing VJP among ``roles`` derived by complex step, and how each VJP was obtained.
+
+    Hand-written VJPs are kept ("given"); missing ones become "complex step": aᵀ·J with J's column j =
+    Im f(x + i·h·e_j)/h (h = :data:`COMPLEX_STEP`), exact to roundoff. Cost per call: vjp_y takes dim(y)
+    evaluations of f, vjp_p dim(p), vjp_t one. Assumption: f accepts complex t, y, p and is real-analytic there;
+    :func:`probe_complex_step` checks that at (t0, y0, params) first and raises :class:`InputError` (asking for the
+    VJPs) rather than fall back to a less accurate derivative.
+    """
+    missing = tuple(role for role in roles if getattr(field, role) is None)
+    sources = {role: "given" for role in VJP_ROLES if getattr(field, role) is not None}
+    if not missing:
+        return field, sources
+    probe_complex_step(field.f, t0, y0, params, time="vjp_t" in missing)
+    derived = dict(zip(VJP_ROLES, _complex_step_vjps(field.f, field.compiled)))
+    replaced = VectorField(**{**{role: getattr(field, role) for role in ("f", *VJP_ROLES)},
+                              **{role: derived[role] for role in missing}}, name=field.name)
+    sources.update({role: "complex step" for role in missing})
+    return replaced, sources

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 
 from gqref.adjoint import adjoint_gradient
 from gqref.discrete import discrete_gradient
 from gqref.errors import InputError
-from gqref.field import VectorField, as_field
+from gqref.field import VectorField, as_field, complete_vjps
 from gqref.gq import gq_gradient
 from gqref.rules import DEFAULT_QUADRATURE, Rule, quadrature_rule
 from gqref.solve import Solution, solve
@@ -33,6 +34,9 @@ class Diagnostics:
     if it is far below the gradient's error against the truth, the solver (the adjoint tolerances) limits the
     accuracy, not the quadrature. ``nfe_dense_replay``: evaluations gqref spent replaying backward steps to recover
     their dense output ("step", "adaptive"); not in ``nfe_backward``, which counts what the method itself needs.
+    ``vjp_sources`` says how each VJP the method used was obtained: "given" (the field's own) or "complex step"
+    (derived from f, see :func:`gqref.field.complete_vjps`); complex-step VJP calls count once each in NFE although
+    each costs dim(y), dim(p) or 1 evaluations of f.
     """
 
     method: str
@@ -50,6 +54,7 @@ class Diagnostics:
     rule: Rule | None = None
     quadrature_met: bool | None = None
     quadrature_checked: bool | None = None
+    vjp_sources: dict[str, str] = dataclass_field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,13 @@ def gradient(
     - ``"discrete"``: the exact derivative of the computed solution with the accepted step sizes held fixed.
 
     dL_dt[i] for i ≥ 1 is f(t_i, y_i)·dL_dy[i]; dL_dt[0] includes the integral of a·∂f/∂t.
+
+    ``field`` may be a bare ``f(t, y, p)`` or a VectorField lacking some VJPs: the missing ones (vjp_t only when
+    ``t_grad``) are derived by complex step, exact to roundoff, at dim(y) (vjp_y), dim(p) (vjp_p) and 1 (vjp_t)
+    evaluations of f per VJP call. This assumes f accepts complex t, y, p and is real-analytic; a field that
+    raises on complex input, returns real output for it, or whose complex-step derivative disagrees with central
+    differences at (t_0, y0, params) gets an :class:`InputError` asking for the VJPs (never a silent
+    finite-difference fallback). Hand-written VJPs always win; ``diagnostics.vjp_sources`` says which were used.
     """
     field = as_field(field)
     if method not in GRADIENT_METHODS:
@@ -144,6 +156,9 @@ def gradient(
     if method != "gq" and quadrature != DEFAULT_QUADRATURE:
         raise InputError(f"quadrature={quadrature!r} applies to method='gq', not {method!r}")
     forward = solve(field, y0, t, params, rtol=rtol, atol=atol, max_steps=max_steps)
+    # after the forward solve, which has validated y0 and t
+    field, vjp_sources = complete_vjps(field, float(forward.ts[0]), forward.ys[0], params,
+                                       roles=("vjp_y", "vjp_p") + (("vjp_t",) if t_grad else ()))
     dL_dy = _cotangents(dL_dy, forward.ys.shape)
     back_rtol = _tolerance("adjoint_rtol", adjoint_rtol, rtol)
     back_atol = _tolerance("adjoint_atol", adjoint_atol, atol)
@@ -169,5 +184,5 @@ def gradient(
                               quadrature_error=counters.get("quadrature_error"),
                               quadrature_error_dt0=counters.get("quadrature_error_dt0"),
                               node_times=counters.get("node_times", ()),
-                              nfe_dense_replay=counters.get("nfe_dense_replay", 0))
+                              nfe_dense_replay=counters.get("nfe_dense_replay", 0), vjp_sources=vjp_sources)
     return Gradient(dL_dy0=dy0, dL_dparams=dp, dL_dt=dt, diagnostics=diagnostics)
