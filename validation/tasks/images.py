@@ -117,7 +117,9 @@ def _split(args: argparse.Namespace, split: str, keep: int | None) -> tuple[torc
     try:
         data = load_images(args.dataset, split, data_dir=args.data_dir, download=args.download)
     except DataError as error:
-        raise UsageError(str(error)) from None  # a missing or bad file is the user's to fix: a message, no traceback
+        # a missing or bad file is the user's to fix: a message naming the flags, no traceback
+        flags = f"--dataset {args.dataset}" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
+        raise UsageError(f"{flags}: {error}") from None
     images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
     if keep is not None:
         images, labels = images[:keep], labels[:keep]
