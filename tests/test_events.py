@@ -565,6 +565,23 @@ def test_gqref_gradient_matches_gqtorch_odeint_event():
     assert grad.dL_dt0 == pytest.approx(float(dt0), rel=1e-6)
 
 
+def test_gqref_gradient_of_a_loss_on_time_and_state():
+    """L = 2 t* + |y(t*)|²: both cotangents go through the implicit function theorem, in gqref and in
+    gqtorch.odeint_event (over torchdiffeq.odeint, whose backprop also moves the step sizes: agreement ~ rtol)."""
+    rtol, atol = 1e-9, 1e-11
+    for reverse_time in (False, True):
+        func = Forced()
+        y0 = torch.tensor([1.0, 0.3], dtype=F64, requires_grad=True)
+        event_t, solution = odeint_event(func, y0, torch.tensor(0.5, dtype=F64), event_fn=forced_event,
+                                         reverse_time=reverse_time, odeint_interface=torchdiffeq.odeint, rtol=rtol,
+                                         atol=atol)
+        (dy0,) = _grads(2.0 * event_t + (solution[-1] ** 2).sum(), (y0,))
+        y_event = solution[-1].detach().numpy()
+        grad = event_gradient(FORCED, [1.0, 0.3], 0.5, None, _forced_event_np, t_max=-20.0 if reverse_time else 20.0,
+                              dL_dt_event=2.0, dL_dy_event=2.0 * y_event, rtol=rtol, atol=atol)
+        np.testing.assert_allclose(grad.dL_dy0, dy0.numpy(), rtol=1e-6)
+
+
 def test_gqref_no_event_and_bad_inputs():
     with pytest.raises(NoEventError, match="t_max"):
         solve_until_event(BALL, [H, 0.0], 0.0, [G], lambda t, y, p: y[0], t_max=0.1)
