@@ -107,9 +107,12 @@ def event_tolerance(atol) -> float:
             raise InputError(f"event location bisects to atol, which must then be a single number; got a tensor of "
                              f"shape {tuple(atol.shape)}")
         atol = atol.item()
-    if isinstance(atol, (tuple, list)):
+    if isinstance(atol, (tuple, list)) or getattr(atol, "ndim", 0) != 0:
         raise InputError("event location bisects to atol, which must then be a single number; got a sequence")
-    tol = float(atol)
+    try:
+        tol = float(atol)
+    except (TypeError, ValueError):
+        raise InputError(f"event tolerance (atol) must be a positive finite number, got {atol!r}") from None
     if not (math.isfinite(tol) and tol > 0):
         raise InputError(f"event tolerance (atol) must be a positive finite number, got {atol!r}")
     return tol

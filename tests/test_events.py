@@ -280,6 +280,10 @@ def test_bad_event_functions_and_arguments():
         event_tolerance(torch.tensor([1e-9, 1e-8]))
     with pytest.raises(InputError, match="positive"):
         event_tolerance(0.0)
+    with pytest.raises(InputError, match="single number"):
+        event_tolerance(np.array([1e-9, 1e-8]))
+    with pytest.raises(InputError, match="positive"):
+        event_tolerance("small")
     assert event_tolerance(torch.tensor(1e-9, dtype=F64)) == 1e-9
 
 
