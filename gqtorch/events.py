@@ -143,8 +143,9 @@ def find_event(state_at: Callable[[float], torch.Tensor], sign0: float, s0: floa
     lo, hi = s0, s1
     for _ in range(bisection_count(s0, s1, tol)):
         mid = (hi + lo) / 2.0
-        with torch.no_grad():
-            y_mid = state_at(mid)
+        # not under no_grad: a step may fit its dense output lazily on first use and keep it, and the final
+        # state_at(s_event) must carry the graph (the few small graphs built here are dropped at once)
+        y_mid = state_at(mid).detach()
         if _sign(event_fn, mid, y_mid, direction) == sign0:
             lo = mid
         else:

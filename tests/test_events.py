@@ -603,6 +603,71 @@ def test_gqref_no_event_and_bad_inputs():
         event_gradient(BALL, [0.0, 1.0], 0.0, [G], lambda t, y, p: y[0], t_max=1.0)
 
 
+def _adaptive_interface(func, y0, t, *, event_fn, rtol=1e-7, atol=1e-9):
+    """A minimal odeint(event_fn=…) on gqtorch's own dopri5 steps (adaptive_steps): the wiring gqtorch.odeint is to
+    get, for a tensor y0 of shape (n,)."""
+    from gqref.adaptive import AdaptiveOptions
+    from gqref.tableau import DOPRI5
+    from gqtorch.adaptive import StepCounts, adaptive_steps
+    from gqtorch.controller import rms_norm
+    from gqtorch.tableau import torch_tableau
+
+    direction = 1.0 if float(t[1]) > float(t[0]) else -1.0
+    s0 = direction * float(t[0])
+    steps = adaptive_steps(func, y0, s0, direction, rtol, torch.full_like(y0, atol), rms_norm,
+                           torch_tableau(DOPRI5, y0.dtype, y0.device), AdaptiveOptions(), StepCounts())
+    s_event, y_event = integrate_until_event(steps, flat_event_fn(event_fn, lambda y: y, t[0].detach(), y0), s0, y0,
+                                             direction, event_tolerance(atol))
+    return torch.tensor(direction * s_event, dtype=t.dtype), torch.stack([y0, y_event])
+
+
+@pytest.mark.parametrize("problem", ["spiral", "forced"])
+def test_odeint_event_on_gqtorch_steps_matches_gqref_discrete_gradient(problem):
+    """gqtorch's steps (adaptive_steps, sizes frozen under backprop) + odeint_event against gqref's event time and
+    its implicit gradient with the discrete derivative: the same map up to the step sizes' rounding (≤ 1e-10 in
+    t*, 1e-7 relative in the gradient at rtol = 1e-9)."""
+    adaptive = pytest.importorskip("gqtorch.adaptive")
+    if not hasattr(adaptive, "adaptive_steps"):
+        pytest.skip("gqtorch.adaptive has no adaptive_steps yet")
+    rtol, atol = 1e-9, 1e-11
+    for reverse_time in (False, True):
+        func = Spiral() if problem == "spiral" else Forced()
+        y0 = torch.tensor([1.0, 0.3], dtype=F64, requires_grad=True)
+        event_t, solution = odeint_event(func, y0, torch.tensor(0.5, dtype=F64), event_fn=forced_event,
+                                         reverse_time=reverse_time, odeint_interface=_adaptive_interface, rtol=rtol,
+                                         atol=atol)
+        (dy0,) = _grads(event_t, (y0,))
+        grad = event_gradient(SPIRAL if problem == "spiral" else FORCED, [1.0, 0.3], 0.5, None, _forced_event_np,
+                              t_max=-20.0 if reverse_time else 20.0, rtol=rtol, atol=atol)
+        assert abs(grad.t_event - event_t.item()) <= 1e-10
+        np.testing.assert_allclose(dy0.numpy(), grad.dL_dy0, rtol=1e-7)
+        np.testing.assert_allclose(solution[-1].detach().numpy(), grad.gradient.diagnostics.forward.ys[-1], atol=1e-10)
+
+
+def test_lazily_fitted_dense_output_keeps_its_graph():
+    """A step may fit its dense output on first use and keep it (gqtorch.adaptive does): the bisection's
+    evaluations must not fix it without a graph, or y_event (and every implicit gradient) loses y0."""
+    y0 = torch.tensor([H, 0.0], dtype=F64, requires_grad=True)
+
+    def lazy(steps):
+        for step in steps:
+            cache = {}
+
+            def state_at(s, step=step, cache=cache):
+                if "fit" not in cache:
+                    cache["fit"] = (step.y0 * 1.0, step.y1 * 1.0)  # a linear "fit", made in the current grad mode
+                a, b = cache["fit"]
+                return a + (s - step.s0) / (step.s1 - step.s0) * (b - a)
+
+            yield AcceptedStep(s0=step.s0, s1=step.s1, y0=step.y0, y1=step.y1, state_at=state_at)
+
+    _, y_event = integrate_until_event(lazy(rk4_steps(Ball(), y0, 0.0, 1.0, 0.05)),
+                                       flat_event_fn(ball_hits_ground, lambda y: y, 0.0, y0), 0.0, y0, 1.0, 1e-9)
+    assert y_event.requires_grad
+    (dy0,) = _grads(y_event[1], (y0,))
+    assert dy0 is not None
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # through gqtorch.odeint (once it takes event_fn)
 
