@@ -13,28 +13,56 @@ from collections.abc import Callable
 
 import torch
 
-from gqref.controller import CONTROLLERS
-from gqref.errors import InputError, raise_for_status
-from gqref.solve import output_times, positive_number
-from gqref.tableau import FIXED_GRID_TABLEAUX
-from gqtorch.adaptive import integrate_adaptive
+from gqref.errors import InputError
+from gqref.solve import output_times
 from gqtorch.augmented import (
     AdjointDynamics,
     GradientStats,
     MaskedBlockRmsNorm,
     adjoint_parameters,
+    backward_plan,
     backward_tolerances,
     check_method,
     check_times,
-    max_steps_option,
 )
-from gqtorch.fixed_grid import integrate_fixed, step_size_grid
+from gqtorch.controller import as_norm
 from gqtorch.gq import BacksolveFunction, _Setup, user_outputs
-from gqtorch.solve import ADAPTIVE_METHODS, METHODS, FlatField, _state
-from gqtorch.tableau import torch_tableau
+from gqtorch.solve import FlatField, _state, integrate_plan, plan_method
+from gqtorch.steps import CALLBACK_NAMES, Callbacks
 
-ADJOINT_OPTIONS = ("norm", "max_num_steps")
-FIXED_ADJOINT_OPTIONS = ("step_size",)
+
+class AdjointNorm:
+    """The step control's norm on the flat adjoint state x = [adj_t, y, adj_y, adj_θ...], as torchdiffeq builds it.
+
+    ``user``: the caller's adjoint norm, called with the tuple (adj_t, y, adj_y, *adj_θ) — y and adj_y in the
+    caller's layout, so a tuple state contributes its blocks — and returning a scalar. Otherwise the maximum of
+    |adj_t|, the forward norm of y and of adj_y (``state_norm`` on the caller's layout) and, unless ``seminorm``,
+    the RMS of every parameter block.
+    """
+
+    def __init__(self, field: FlatField, size: int, params: tuple[torch.Tensor, ...], state_norm, user, seminorm: bool):
+        self.field, self.size, self.params = field, size, params
+        self.state_norm, self.user, self.seminorm = state_norm, user, seminorm
+        self.sizes = [1, size, size] + [p.numel() for p in params]
+
+    def _parts(self, x: torch.Tensor) -> list[torch.Tensor]:
+        adj_t, y, adj_y, *adj_p = x.split(self.sizes)
+        return [adj_t.reshape(()), y, adj_y] + [a.view(p.shape) for a, p in zip(adj_p, self.params)]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        adj_t, y, adj_y, *adj_p = self._parts(x)
+        if self.user is not None:
+            def layout(v):
+                v = self.field.split(v)
+                return tuple(v) if self.field.is_tuple else (v,)
+            value = self.user((adj_t, *layout(y), *layout(adj_y), *adj_p))
+            if not isinstance(value, torch.Tensor):
+                value = torch.tensor(float(value), dtype=x.dtype, device=x.device)
+            return value.reshape(()).abs().to(x.dtype)
+        norms = [adj_t.abs(), self.state_norm(y), self.state_norm(adj_y)]
+        if not self.seminorm:
+            norms += [a.square().mean().sqrt() for a in adj_p]
+        return torch.stack(norms).max()
 
 
 def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
@@ -45,16 +73,19 @@ def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, param
     dtype, device = ys.dtype, ys.device
     dL_dy = dL_dy.to(dtype)
     dynamics = AdjointDynamics(field, size, params, t_grad)
-    state_blocks = list(field.sizes) if field.is_tuple else [size]
-    param_blocks = [p.numel() for p in params]
-    blocks = [1, *state_blocks, *state_blocks, *param_blocks]
-    keep = [True] * (1 + 2 * len(state_blocks)) + [not setup.seminorm] * len(param_blocks)
-    norm = MaskedBlockRmsNorm(blocks, keep, dtype, device)
-    n_total = sum(blocks)
+    plan = setup.back_plan
+    norm = None
+    if plan.is_adaptive:
+        if setup.user_norm is None and setup.state_norm is None:  # torchdiffeq's default, in 4 fused ops
+            state_blocks = list(field.sizes) if field.is_tuple else [size]
+            param_blocks = [p.numel() for p in params]
+            blocks = [1, *state_blocks, *state_blocks, *param_blocks]
+            keep = [True] * (1 + 2 * len(state_blocks)) + [not setup.seminorm] * len(param_blocks)
+            norm = MaskedBlockRmsNorm(blocks, keep, dtype, device)
+        else:
+            norm = AdjointNorm(field, size, params, setup.state_norm, setup.user_norm, setup.seminorm)
+    n_total = 1 + 2 * size + sum(p.numel() for p in params)
     atol = torch.full((n_total,), setup.adjoint_atol, dtype=dtype, device=device)
-    control = CONTROLLERS["torchdiffeq"]
-    tableau = control.tableau if setup.adjoint_method == "dopri5" else FIXED_GRID_TABLEAUX[setup.adjoint_method]
-    tab = torch_tableau(tableau, dtype, device)
     x = torch.cat([ys.new_zeros(1), ys[-1], dL_dy[-1], *(p.new_zeros(p.numel()).to(dtype) for p in params)])
     dL_dt = torch.zeros(len(t), dtype=dtype, device=device) if t_grad else None
     nfe = steps = 0
@@ -66,19 +97,13 @@ def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, param
             dL_dt[i] = incoming
             nfe += 1
         s_out, direction = output_times([t[i], t[i - 1]])
-        if setup.adjoint_method == "dopri5":
-            status, s_stop, back, nfe_b, n_acc, _ = integrate_adaptive(
-                dynamics, x, s_out.tolist(), direction, setup.adjoint_rtol, atol, norm, control, None,
-                setup.max_steps, tab)
-        else:
-            grid = step_size_grid(s_out, setup.adjoint_step_size).tolist()
-            status, s_stop, back, nfe_b, n_acc = integrate_fixed(dynamics, x, s_out.tolist(), direction, grid, tab)
-        raise_for_status(int(status), float(direction * s_stop), max_steps=setup.max_steps)
+        back, back_stats = integrate_plan(plan, dynamics, x, s_out.tolist(), direction, setup.adjoint_rtol, atol,
+                                          norm, callbacks=setup.back_callbacks)
         x = back[-1].clone()
         x[1:1 + size] = ys[i - 1]  # re-anchor to the forward solution
         x[1 + size:1 + 2 * size] += dL_dy[i - 1]
-        nfe += nfe_b
-        steps += n_acc
+        nfe += back_stats.nfe
+        steps += back_stats.n_accepted
     if t_grad:
         dL_dt[0] = x[0]
         dL_dt = dL_dt.to(setup.t_dtype)
@@ -90,28 +115,6 @@ def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, param
         dparams.append(x[start:start + p.numel()].view(p.shape).to(p.dtype))
         start += p.numel()
     return x[1 + size:1 + 2 * size], dparams, dL_dt
-
-
-def _adjoint_options(adjoint_options, options, adjoint_method: str) -> tuple[bool, dict, float | None]:
-    """(seminorm, options for the backward solve, fixed-grid step size); like torchdiffeq they default to
-    ``options`` less its norm."""
-    if adjoint_options is None:
-        adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"} if isinstance(options, dict) \
-            else {}
-    if not isinstance(adjoint_options, dict):
-        raise InputError(f"adjoint_options must be a dict, got {type(adjoint_options).__name__}")
-    allowed = ADJOINT_OPTIONS if adjoint_method in ADAPTIVE_METHODS else FIXED_ADJOINT_OPTIONS
-    for key in adjoint_options:
-        if key not in allowed:
-            raise InputError(f"adjoint_options[{key!r}] is not supported for adjoint_method {adjoint_method!r}; "
-                             f"supported: {list(allowed)}")
-    norm = adjoint_options.get("norm")
-    if norm not in (None, "seminorm"):
-        raise InputError(f"adjoint_options['norm'] must be 'seminorm' or absent (the full norm), got {norm!r}")
-    step_size = adjoint_options.get("step_size")
-    if step_size is not None:
-        step_size = positive_number("adjoint_options['step_size']", step_size)
-    return norm == "seminorm", adjoint_options, step_size
 
 
 def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
@@ -136,22 +139,27 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, meth
     if not isinstance(return_stats, bool):
         raise InputError(f"return_stats must be a bool, got {return_stats!r}")
     method = check_method(method)
-    adjoint_method = method if adjoint_method is None else adjoint_method
-    if adjoint_method not in METHODS:
-        raise InputError(f"adjoint_method must be one of {list(METHODS)} or None (the forward method), got "
-                         f"{adjoint_method!r}")
-    seminorm, back_options, step_size = _adjoint_options(
-        adjoint_options, options if adjoint_method == method else None, adjoint_method)
+    back_plan, seminorm, user_norm = backward_plan(method, options, adjoint_method, adjoint_options)
     params = adjoint_parameters(func, adjoint_params)
     back_rtol, back_atol = backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol)
     flat, shapes, is_tuple = _state(y0)
+    if flat.is_complex():
+        raise InputError(f"odeint_adjoint needs a real state, got {flat.dtype}; use gqtorch.odeint (backprop "
+                         f"through the solver) for complex states")
     t, t_grad = check_times(t, flat)
     output_times(t.detach().to("cpu", torch.float64).numpy())
+    field = FlatField(func, shapes, is_tuple)
+    forward_plan = plan_method(method, options, state_dtype=flat.dtype)
+    state_norm = None
+    if forward_plan.norm is not None:  # the adjoint's default norm uses the caller's forward norm on y and adj_y
+        state_norm = as_norm(forward_plan.norm, None, field.split, flat.dtype, flat.device)
     stats = GradientStats(method="seminorm" if seminorm else "adjoint")
-    setup = _Setup(func=func, field=FlatField(func, shapes, is_tuple), rtol=rtol, atol=atol, method=method,
+    setup = _Setup(func=func, field=field, rtol=rtol, atol=atol, method=method,
                    options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, seminorm=seminorm,
-                   adjoint_method=adjoint_method, adjoint_step_size=step_size,
-                   max_steps=max_steps_option(back_options if adjoint_method in ADAPTIVE_METHODS else None),
+                   back_plan=back_plan, user_norm=user_norm, state_norm=state_norm,
+                   back_callbacks=Callbacks.of(func, adjoint=True, method=back_plan.method,
+                                               supported=CALLBACK_NAMES if back_plan.is_adaptive
+                                               else ("callback_step",)),
                    t_grad=t_grad, t_dtype=t.dtype,
                    t_host=t.detach().to("cpu", torch.float64).numpy().tolist(), stats=stats,
                    backward=adjoint_backward)

@@ -16,8 +16,8 @@ from dataclasses import field as dataclass_field
 import torch
 
 from gqref.errors import InputError
-from gqref.solve import DEFAULT_MAX_STEPS, positive_number
-from gqtorch.solve import METHODS, FlatField
+from gqref.solve import positive_number
+from gqtorch.solve import ADAPTIVE_METHODS, METHODS, FlatField, MethodPlan, plan_method
 
 
 @dataclass
@@ -111,14 +111,6 @@ def check_times(t, state: torch.Tensor) -> tuple[torch.Tensor, bool]:
         raise InputError(f"t must be a 1-D tensor or sequence of real times: {error}") from None
 
 
-def max_steps_option(options) -> int:
-    value = (options or {}).get("max_num_steps", DEFAULT_MAX_STEPS) if isinstance(options, dict) else \
-        DEFAULT_MAX_STEPS
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise InputError(f"options['max_num_steps'] must be a positive integer, got {value!r}")
-    return int(value)
-
-
 class MaskedBlockRmsNorm:
     """max over the kept blocks of each block's RMS (torchdiffeq's mixed norm; dropped blocks are its seminorm)."""
 
@@ -209,3 +201,32 @@ def node_vjps(field: FlatField, taus: torch.Tensor, zs: torch.Tensor, cotangents
                 pass
         out = torch.stack([field(tau[j], zs[j]) for j in range(zs.shape[0])])
         return _grads(out, inputs, cotangents), False
+
+
+def backward_plan(method: str, options, adjoint_method, adjoint_options, *, adaptive_only: bool = False
+                  ) -> tuple[MethodPlan, bool, Callable | None]:
+    """(the backward solve's :class:`MethodPlan`, seminorm, the caller's adjoint norm or None).
+
+    As torchdiffeq: ``adjoint_method`` defaults to ``method`` and ``adjoint_options`` to ``options`` less its
+    norm (when the methods match). ``adjoint_options["norm"]``: absent (the full mixed norm), ``"seminorm"``
+    (Kidger et al. 2021: the parameter blocks left out) or a callable on the tuple (adj_t, y, adj_y, *adj_θ).
+    ``adaptive_only``: the backward solve must give a dense output (GQ reads its nodes there).
+    """
+    adjoint_method = method if adjoint_method is None else adjoint_method
+    supported = ADAPTIVE_METHODS if adaptive_only else METHODS
+    if adjoint_method not in supported:
+        what = "an adaptive method with a dense output" if adaptive_only else "a method"
+        raise InputError(f"adjoint_method must be {what}, one of {list(supported)} or None (the forward method), "
+                         f"got {adjoint_method!r}")
+    if adjoint_options is None:
+        adjoint_options = {k: v for k, v in options.items() if k != "norm"} if isinstance(options, dict) and \
+            adjoint_method == method else {}
+    if not isinstance(adjoint_options, dict):
+        raise InputError(f"adjoint_options must be a dict, got {type(adjoint_options).__name__}")
+    adjoint_options = dict(adjoint_options)
+    norm = adjoint_options.pop("norm", None)
+    if norm is not None and norm != "seminorm" and not callable(norm):
+        raise InputError(f"adjoint_options['norm'] must be 'seminorm', a callable or absent (the full norm), got "
+                         f"{norm!r}")
+    plan = plan_method(adjoint_method, adjoint_options, name="adjoint_options")
+    return plan, norm == "seminorm", (norm if callable(norm) else None)

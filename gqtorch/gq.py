@@ -29,8 +29,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from gqref.controller import CONTROLLERS
-from gqref.errors import InputError, raise_for_status
+from gqref.errors import InputError
 from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
 from gqref.refinement import DEFAULT_KRONROD_N
 from gqref.rules import (
@@ -44,6 +43,7 @@ from gqref.rules import (
     quadrature_rule,
 )
 from gqref.solve import output_times
+from gqref.tableau import ADAPTIVE_TABLEAUX
 from gqtorch import refinement
 from gqtorch.adaptive import integrate_adaptive
 from gqtorch.augmented import (
@@ -51,16 +51,17 @@ from gqtorch.augmented import (
     GradientStats,
     MaskedBlockRmsNorm,
     adjoint_parameters,
+    backward_plan,
     backward_tolerances,
     check_method,
     check_times,
-    max_steps_option,
     node_vjps,
 )
 from gqtorch.dense import DenseOutput, DenseReader, dense_output
 from gqtorch.panels import TorchPanelSums
 from gqtorch.quadrature import gauss_legendre, node_count, reference_rule
-from gqtorch.solve import FlatField, _state, odeint
+from gqtorch.solve import ADAPTIVE_METHODS, FlatField, _state, odeint, plan_method
+from gqtorch.steps import Callbacks
 from gqtorch.tableau import torch_tableau
 
 
@@ -130,8 +131,7 @@ class BackwardSweep:
         self.dynamics = GQDynamics(self.field, self.size)
         self.norm = MaskedBlockRmsNorm((self.size, self.size), (True, True), self.dtype, self.device)
         self.atol = torch.full((2 * self.size,), setup.adjoint_atol, dtype=self.dtype, device=self.device)
-        self.control = CONTROLLERS["torchdiffeq"]
-        self.tab = torch_tableau(self.control.tableau, self.dtype, self.device)
+        self.tab = torch_tableau(ADAPTIVE_TABLEAUX[setup.back_plan.method], self.dtype, self.device)
         self.state = torch.cat((ys[-1], self.dL_dy[-1]))
         self.dL_dt = torch.zeros(len(self.t), dtype=self.dtype, device=self.device) if setup.t_grad else None
         self.dL_dt0 = torch.zeros((), dtype=self.dtype, device=self.device)
@@ -153,12 +153,11 @@ class BackwardSweep:
         """[z, a] at ``times`` (t_i first, t_{i−1} last), from the current state."""
         setup = self.setup
         s_out, direction = output_times(np.asarray(times))
-        status, s_stop, back, nfe, n_acc, _ = integrate_adaptive(
+        back, counts = integrate_adaptive(
             self.dynamics, self.state, s_out.tolist(), direction, setup.adjoint_rtol, self.atol, self.norm,
-            self.control, None, setup.max_steps, self.tab, record=record)
-        raise_for_status(int(status), float(direction * s_stop), max_steps=setup.max_steps)
-        self.nfe += nfe
-        self.steps += n_acc
+            self.tab, setup.back_plan.adaptive, record=record, callbacks=setup.back_callbacks)
+        self.nfe += counts.nfe
+        self.steps += counts.n_accepted
         self.direction = direction  # of the last solve, for reading its recorded dense output
         return back
 
@@ -365,11 +364,13 @@ def _step_rule(field: FlatField, reader: DenseReader, panels: list[tuple[int, fl
     return counts, tuple(times[groups == g].reshape(-1) for g in range(n_groups)), grads, batched
 
 
-def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, gtol: float | None = None,
-                      max_nodes: int | None = None, method: str | None = None, options: dict | None = None,
-                      adjoint_rtol: float | None = None, adjoint_atol: float | None = None, adjoint_params=None,
-                      return_stats: bool = False, quadrature: str | Rule = DEFAULT_QUADRATURE,
-                      gatol: float | None = None, strict: bool | None = None):
+def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
+                      options: dict | None = None, event_fn=None, adjoint_rtol: float | None = None,
+                      adjoint_atol: float | None = None, adjoint_method: str | None = None,
+                      adjoint_options: dict | None = None, adjoint_params=None, gtol: float | None = None,
+                      max_nodes: int | None = None, return_stats: bool = False,
+                      quadrature: str | Rule = DEFAULT_QUADRATURE, gatol: float | None = None,
+                      strict: bool | None = None):
     """Solve like :func:`gqtorch.odeint`; differentiate by the GQ method (torchdiffeq's ``odeint_adjoint`` signature).
 
     Why: for a big field with a small state (P ≫ S) the backward solve carries only [z, a], and the parameter
@@ -402,18 +403,33 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, g
         raise InputError(f"func must be callable as func(t, y), got {type(func).__name__}")
     if not isinstance(return_stats, bool):
         raise InputError(f"return_stats must be a bool, got {return_stats!r}")
+    if event_fn is not None:
+        raise InputError("event_fn is not supported by gqtorch.odeint_adjoint_gq yet; use gqtorch.odeint_event "
+                         "with odeint_interface=gqtorch.odeint_adjoint")
     method = check_method(method)
+    plan_method(method, options)  # the forward options, checked before anything runs
+    # GQ reads its nodes from the backward solve's dense output, so that solve must be an adaptive Runge–Kutta
+    # pair; a fixed-grid forward method still gets dopri5 backwards unless the caller names another.
+    if adjoint_method is None and method not in ADAPTIVE_METHODS:
+        adjoint_method, adjoint_options = "dopri5", adjoint_options or {}
+    back_plan, _, user_norm = backward_plan(method, options, adjoint_method, adjoint_options, adaptive_only=True)
+    if user_norm is not None:
+        raise InputError("adjoint_options['norm'] as a callable is not supported by odeint_adjoint_gq: its backward "
+                         "state [y, adj_y] has no time or parameter blocks; use 'seminorm' or leave it out")
     params = adjoint_parameters(func, adjoint_params)
     back_rtol, back_atol = backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol)
     rule = quadrature_rule(quadrature, gtol, gatol, max_nodes, strict)
     flat, shapes, is_tuple = _state(y0)
+    if flat.is_complex():
+        raise InputError(f"odeint_adjoint_gq needs a real state, got {flat.dtype}; use gqtorch.odeint (backprop "
+                         f"through the solver) for complex states")
     t, t_grad = check_times(t, flat)
     output_times(t.detach().to("cpu", torch.float64).numpy())  # order checked before any solve
     t_host = t.detach().to("cpu", torch.float64).numpy().tolist()
     stats = GradientStats(method="gq", quadrature=rule.name, rule=rule)
     setup = _Setup(func=func, field=FlatField(func, shapes, is_tuple), rtol=rtol, atol=atol, method=method,
                    options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, rule=rule,
-                   max_steps=max_steps_option(None), t_host=t_host, t_grad=t_grad, t_dtype=t.dtype,
-                   stats=stats, backward=gq_backward)
+                   back_plan=back_plan, back_callbacks=Callbacks.of(func, adjoint=True, method=back_plan.method),
+                   t_host=t_host, t_grad=t_grad, t_dtype=t.dtype, stats=stats, backward=gq_backward)
     ys = user_outputs(BacksolveFunction.apply(setup, flat, t, *params), setup.field)
     return (ys, stats) if return_stats else ys

@@ -9,32 +9,38 @@ gqref's exceptions. Differences from torchdiffeq, all deliberate:
   derivative of the computed solution with the accepted step sizes held fixed (as diffrax does), with respect to
   ``t`` too (torchdiffeq also differentiates the step-size selection);
 - ``options["max_num_steps"]`` bounds the attempted steps of the whole solve (torchdiffeq: per output interval);
-- stage times are computed in float64 and passed to ``func`` in the state's dtype, without torchdiffeq's one-ulp
-  ``Perturb`` nudges at a step's end.
+- time is float64 whatever the state's dtype (``options["dtype"]`` may only ask for that), and the callbacks get
+  the state in the caller's layout (torchdiffeq hands a tuple state's callbacks the flat concatenation).
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from gqref.controller import CONTROLLERS
+from gqref.adaptive import AdaptiveOptions, adaptive_options
 from gqref.errors import InputError, raise_for_status
-from gqref.solve import DEFAULT_MAX_STEPS, Stats, output_times, positive_number
-from gqref.tableau import FIXED_GRID_TABLEAUX
-from gqtorch.adaptive import integrate_adaptive
+from gqref.solve import Stats, output_times, positive_number
+from gqref.tableau import ADAPTIVE_TABLEAUX, FIXED_GRID_TABLEAUX
+from gqtorch.adaptive import StepCounts, adaptive_steps, integrate_adaptive
 from gqtorch.controller import as_norm
+from gqtorch.events import event_tolerance, flat_event_fn, integrate_until_event
 from gqtorch.fixed_grid import integrate_fixed, step_size_grid
+from gqtorch.scipy_solver import scipy_options, scipy_solve
+from gqtorch.steps import CALLBACK_NAMES, NO_CALLBACKS, Callbacks
 from gqtorch.tableau import torch_tableau
 
-ADAPTIVE_METHODS = ("dopri5",)
-METHODS = ADAPTIVE_METHODS + tuple(FIXED_GRID_TABLEAUX)
-ADAPTIVE_OPTIONS = ("first_step", "max_num_steps", "norm")
+ADAPTIVE_METHODS = tuple(ADAPTIVE_TABLEAUX)
+SCIPY_METHODS = ("scipy_solver",)
+METHODS = ADAPTIVE_METHODS + tuple(FIXED_GRID_TABLEAUX) + SCIPY_METHODS
 FIXED_OPTIONS = ("step_size",)
-STATE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+REAL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+STATE_DTYPES = REAL_DTYPES + COMPLEX_DTYPES
 
 
 class FlatField:
@@ -86,8 +92,8 @@ def _state(y0) -> tuple[torch.Tensor, list[torch.Size], bool]:
         if not isinstance(block, torch.Tensor):
             raise InputError(f"{name} must be a torch.Tensor, got {type(block).__name__}")
         if block.dtype not in STATE_DTYPES:
-            raise InputError(f"{name} must be a real floating tensor (float16/bfloat16/float32/float64), got "
-                             f"{block.dtype}")
+            raise InputError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64, or complex64/"
+                             f"complex128 for odeint), got {block.dtype}")
         if block.dtype != blocks[0].dtype or block.device != blocks[0].device:
             raise InputError(f"every block of y0 must share y0[0]'s dtype and device ({blocks[0].dtype}, "
                              f"{blocks[0].device}); {name} is {block.dtype} on {block.device}")
@@ -173,24 +179,108 @@ def _atol(atol, shapes: list[torch.Size], is_tuple: bool, n: int, dtype, device)
     raise InputError(f"atol must be a positive number, a tensor or (for a tuple y0) a tuple, got {atol!r}")
 
 
-def _options(options, method: str) -> dict:
-    if options is None:
-        return {}
-    if not isinstance(options, dict):
-        raise InputError(f"options must be a dict, got {type(options).__name__}")
-    allowed = ADAPTIVE_OPTIONS if method in ADAPTIVE_METHODS else FIXED_OPTIONS
+def host_value(value):
+    """A tensor option as Python data (a number, or a list for a 1-D tensor); anything else unchanged."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return value.item() if value.ndim == 0 else value.tolist()
+    return value
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """A method with its validated options: ``adaptive`` for the embedded Runge–Kutta pairs, ``step_size`` for the
+    fixed grids; ``norm`` is the caller's norm option (converted per solve, since it needs the state's layout)."""
+
+    method: str
+    adaptive: AdaptiveOptions | None = None
+    norm: object = None
+    step_size: float | None = None
+    scipy: dict | None = None
+
+    @property
+    def is_adaptive(self) -> bool:
+        return self.adaptive is not None
+
+
+def plan_method(method, options, *, name: str = "options", state_dtype: torch.dtype | None = None) -> MethodPlan:
+    """Validate ``method`` (None: dopri5) and its ``options`` dict (None: defaults); tensors become host numbers."""
+    method = "dopri5" if method is None else method
+    if method not in METHODS:
+        raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if options is not None and not isinstance(options, dict):
+        raise InputError(f"{name} must be a dict, got {type(options).__name__}")
+    options = {key: host_value(value) for key, value in (options or {}).items()}
+    if method in ADAPTIVE_METHODS:
+        opts, rest = adaptive_options(options, method=method)
+        time_dtype = rest.get("dtype")
+        if time_dtype is not None:
+            real = torch.float64 if state_dtype is None else (state_dtype.to_real() if state_dtype.is_complex
+                                                                 else state_dtype)
+            if not isinstance(time_dtype, torch.dtype) or torch.promote_types(time_dtype, real) != torch.float64:
+                raise InputError(f"{name}['dtype'] sets the dtype of time, which gqtorch keeps in float64; got "
+                                 f"{time_dtype!r} (leave it out, or pass torch.float64)")
+        return MethodPlan(method=method, adaptive=opts, norm=rest.get("norm"))
+    if method in SCIPY_METHODS:
+        scipy_options(options, complex_state=state_dtype is not None and state_dtype.is_complex)
+        return MethodPlan(method=method, scipy=options)
     for key in options:
-        if key not in allowed:
-            raise InputError(f"options[{key!r}] is not supported for method {method!r}; supported: {list(allowed)}")
-    return dict(options)
+        if key not in FIXED_OPTIONS:
+            raise InputError(f"{name}[{key!r}] is not supported for method {method!r}; supported: "
+                             f"{list(FIXED_OPTIONS)}")
+    step_size = options.get("step_size")
+    if step_size is not None:
+        step_size = positive_number(f"{name}['step_size']", step_size)
+    return MethodPlan(method=method, step_size=step_size)
 
 
-def _max_steps(value) -> int:
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
-        value = int(value.item())
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise InputError(f"options['max_num_steps'] must be a positive integer, got {value!r}")
-    return int(value)
+def integrate_plan(plan: MethodPlan, field, y_start: torch.Tensor, s_list: list[float], direction: float,
+                   rtol: float, atol: torch.Tensor, norm, *, time_shifts: torch.Tensor | None = None,
+                   record: list | None = None, callbacks: Callbacks = NO_CALLBACKS) -> tuple[torch.Tensor, Stats]:
+    """The flat solution at the increasing solver times ``s_list`` by ``plan``'s method; raises on failure."""
+    dtype, device = y_start.dtype, y_start.device
+    if plan.is_adaptive:
+        tab = torch_tableau(ADAPTIVE_TABLEAUX[plan.method], dtype, device)
+        ys, counts = integrate_adaptive(field, y_start, s_list, direction, rtol, atol, norm, tab, plan.adaptive,
+                                        time_shifts, record, callbacks=callbacks, split=getattr(field, "split", None))
+        return ys, Stats(nfe=counts.nfe, n_accepted=counts.n_accepted, n_rejected=counts.n_rejected)
+    if plan.scipy is not None:
+        result = scipy_solve(field, y_start, direction * np.asarray(s_list), rtol, atol, plan.scipy)
+        raise_for_status(int(result.status), float(direction * result.s_stop), max_steps=0)
+        return result.ys, Stats(nfe=int(result.nfe), n_accepted=int(result.n_accepted), n_rejected=0)
+    grid = step_size_grid(np.asarray(s_list), plan.step_size).tolist()
+    tab = torch_tableau(FIXED_GRID_TABLEAUX[plan.method], dtype, device)
+    status, s_stop, ys, nfe, n_acc = integrate_fixed(field, y_start, s_list, direction, grid, tab)
+    raise_for_status(int(status), float(direction * s_stop), max_steps=0)
+    return ys, Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=0)
+
+
+def _solve_until_event(plan: MethodPlan, field: FlatField, flat: torch.Tensor, t, s_list: list[float],
+                       direction: float, rtol: float, atol_flat: torch.Tensor, atol, norm, callbacks: Callbacks,
+                       event_fn, return_stats: bool):
+    """``odeint(..., event_fn=...)``: solve from t[0] until ``event_fn`` changes sign; (event_t, [y0, y_event])."""
+    if len(s_list) != 2:
+        raise InputError(f"with event_fn, t must hold exactly two times (the start, and any later time giving the "
+                         f"direction), got {len(s_list)}")
+    if not plan.is_adaptive:
+        raise InputError(f"event_fn needs a method with a dense output, one of {list(ADAPTIVE_METHODS)}; got "
+                         f"{plan.method!r}")
+    t0 = torch.tensor(direction * s_list[0], dtype=flat.real.dtype if flat.is_complex() else flat.dtype,
+                      device=flat.device)
+    event_flat = flat_event_fn(event_fn, field.split, t0, flat)
+    counts = StepCounts()
+    tab = torch_tableau(ADAPTIVE_TABLEAUX[plan.method], flat.dtype, flat.device)
+    steps = adaptive_steps(field, flat, s_list[0], direction, rtol, atol_flat, norm, tab, plan.adaptive, counts,
+                           callbacks=callbacks, split=field.split)
+    s_event, y_event = integrate_until_event(steps, event_flat, s_list[0], flat, direction, event_tolerance(atol))
+    t_dtype = t.dtype if isinstance(t, torch.Tensor) else torch.float64
+    event_t = torch.tensor(direction * s_event, dtype=t_dtype, device=flat.device)
+    ys = torch.stack([flat, y_event])
+    ys = (tuple(block.reshape(2, *shape) for block, shape in zip(ys.split(field.sizes, dim=1), field.shapes))
+          if field.is_tuple else ys.reshape(2, *field.shapes[0]))
+    if return_stats:
+        return event_t, ys, Stats(nfe=counts.nfe, n_accepted=counts.n_accepted, n_rejected=counts.n_rejected)
+    return event_t, ys
 
 
 def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
@@ -218,65 +308,46 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str 
     Raises :class:`gqref.errors.InputError` for bad arguments and :class:`gqref.errors.SolverError` subclasses
     (non-finite field, step size underflow, too many steps) with the time where the solve stopped.
     """
-    if event_fn is not None:
-        raise InputError("event_fn is not supported by gqtorch.odeint")
     if not callable(func):
         raise InputError(f"func must be callable as func(t, y), got {type(func).__name__}")
-    method = "dopri5" if method is None else method
-    if method not in METHODS:
-        raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
     if not isinstance(return_stats, bool):
         raise InputError(f"return_stats must be a bool, got {return_stats!r}")
     flat, shapes, is_tuple = _state(y0)
     dtype, device = flat.dtype, flat.device
+    plan = plan_method(method, options, state_dtype=dtype)
     s_out, direction = _time_grid(t)
     rtol = _tolerance_number("rtol", rtol)
-    atol_flat = _atol(atol, shapes, is_tuple, flat.numel(), dtype, device)
-    options = _options(options, method)
+    atol_flat = _atol(atol, shapes, is_tuple, flat.numel(), flat.real.dtype if flat.is_complex() else dtype, device)
     field = FlatField(func, shapes, is_tuple)
     s_list = s_out.tolist()
-
-    if method in ADAPTIVE_METHODS:
-        first_step = options.get("first_step")
-        if first_step is not None:
-            first_step = _tolerance_number("options['first_step']", first_step)
-        max_steps = _max_steps(options.get("max_num_steps", DEFAULT_MAX_STEPS))
+    supported = CALLBACK_NAMES if plan.is_adaptive else () if plan.scipy is not None else ("callback_step",)
+    callbacks = Callbacks.of(func, method=plan.method, supported=supported)
+    norm = None
+    if plan.is_adaptive:
         block_sizes = [s.numel() for s in shapes] if is_tuple else None
-        norm = as_norm(options.get("norm"), block_sizes, field.split, dtype, device)
-        control = CONTROLLERS["torchdiffeq"]
-        tab = torch_tableau(control.tableau, dtype, device)
+        norm = as_norm(plan.norm, block_sizes, field.split, atol_flat.dtype, device)
 
-        def integrate(y_start: torch.Tensor, time_shifts: torch.Tensor | None = None):
-            status, s_stop, ys, nfe, n_acc, n_rej = integrate_adaptive(
-                field, y_start, s_list, direction, rtol, atol_flat, norm, control, first_step, max_steps, tab,
-                time_shifts)
-            raise_for_status(int(status), float(direction * s_stop), max_steps=max_steps)
-            return ys, (nfe, n_acc, n_rej)
-    else:
-        step_size = options.get("step_size")
-        if step_size is not None:
-            step_size = _tolerance_number("options['step_size']", step_size)
-        grid = step_size_grid(s_out, step_size).tolist()
-        tab = torch_tableau(FIXED_GRID_TABLEAUX[method], dtype, device)
+    if event_fn is not None:
+        return _solve_until_event(plan, field, flat, t, s_list, direction, rtol, atol_flat, atol, norm, callbacks,
+                                  event_fn, return_stats)
 
-        def integrate(y_start: torch.Tensor):
-            status, s_stop, ys, nfe, n_acc = integrate_fixed(field, y_start, s_list, direction, grid, tab)
-            raise_for_status(int(status), float(direction * s_stop), max_steps=0)
-            return ys, (nfe, n_acc, 0)
+    def integrate(y_start: torch.Tensor, time_shifts: torch.Tensor | None = None):
+        return integrate_plan(plan, field, y_start, s_list, direction, rtol, atol_flat, norm,
+                              time_shifts=time_shifts, callbacks=callbacks)
 
     t_grad = isinstance(t, torch.Tensor) and t.requires_grad and torch.is_grad_enabled()
-    if t_grad and method in ADAPTIVE_METHODS:  # the exact derivative with frozen step sizes
-        ys, (nfe, n_acc, n_rej) = integrate(flat, (t - t.detach()).to(device))
+    if t_grad and plan.is_adaptive:  # the exact derivative with frozen step sizes
+        ys, stats = integrate(flat, (t - t.detach()).to(device))
     elif t_grad:  # fixed grids: the grid itself moves with t, so use the flow's time identities
-        ys, (nfe, n_acc, n_rej), nfe_times = _time_shifted(field, flat, t, integrate)
-        nfe += nfe_times
+        ys, stats, nfe_times = _time_shifted(field, flat, t, integrate)
+        stats = Stats(nfe=stats.nfe + nfe_times, n_accepted=stats.n_accepted, n_rejected=stats.n_rejected)
     else:
-        ys, (nfe, n_acc, n_rej) = integrate(flat)
+        ys, stats = integrate(flat)
     n_t = len(s_list)
     if is_tuple:
         ys = tuple(block.reshape(n_t, *shape) for block, shape in zip(ys.split(field.sizes, dim=1), shapes))
     else:
         ys = ys.reshape(n_t, *shapes[0])
     if return_stats:
-        return ys, Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=int(n_rej))
+        return ys, stats
     return ys

@@ -25,7 +25,10 @@ class AcceptedStep:
     """One accepted step from ``s0`` to ``s1`` (solver variable), with the state at both ends (flat tensors).
 
     ``state_at(s)`` evaluates the method's dense output for ``s0 ≤ s ≤ s1`` (a flat tensor, differentiable as the
-    step is); ``f1`` is the field the method carries to the next step (for FSAL pairs f(t1, y1)).
+    step is); ``f1`` is the field the method carries to the next step (for FSAL pairs f(t1, y1)). Adaptive
+    Runge–Kutta steps also give ``coefficients()``, their quartic's ``(5, n)`` coefficients (see
+    :mod:`gqtorch.interp`). Both read buffers the solver reuses: call them before asking for the next step (the
+    result stays valid afterwards).
     """
 
     s0: float
@@ -34,6 +37,7 @@ class AcceptedStep:
     y1: torch.Tensor
     state_at: Callable[[float], torch.Tensor]
     f1: torch.Tensor | None = None
+    coefficients: Callable[[], torch.Tensor] | None = None
 
 
 def _noop(t0, y0, dt) -> None:

@@ -28,6 +28,8 @@ class TorchTableau:
     c_host: tuple[float, ...]
     stages: int
     order_low: int | None
+    fsal: bool = False
+    end_stages: tuple[int, ...] = ()  # the stages with c = 1, evaluated one ulp before the step's end
 
 
 @cache
@@ -39,7 +41,8 @@ def _torch_tableau(tableau: Tableau, dtype: torch.dtype, device: torch.device) -
 
     return TorchTableau(a=convert(ft.a), b=convert(ft.b), c=convert(ft.c, torch.float64), e=convert(ft.e),
                         b_mid=convert(ft.b_mid), c_host=tuple(float(x) for x in ft.c), stages=tableau.stages,
-                        order_low=tableau.order_low)
+                        order_low=tableau.order_low, fsal=tableau.b_low is not None and tableau.fsal,
+                        end_stages=tuple(i for i, c in enumerate(tableau.c) if c == 1))
 
 
 def torch_tableau(tableau: Tableau, dtype: torch.dtype, device: torch.device | str) -> TorchTableau:
