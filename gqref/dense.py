@@ -1,14 +1,16 @@
-"""Dense output of a finished dopri5 solve: every accepted step's quartic, so states can be read at any time later.
+"""Dense output of a finished adaptive solve (any embedded pair): every accepted step's quartic, readable later.
 
 ``gqref.solve`` evaluates each step's quartic (:mod:`gqref.interp`) only at the output times it was given and keeps
 just the step ends (``Solution.steps``). GQ's "step" and "adaptive" quadratures choose their nodes after the
 backward solve, so :func:`dense_output` recovers the quartics by replaying the accepted steps with their recorded
 sizes: the same kernel functions on the same inputs (start state, FSAL slope, step start and size), so the
 coefficients are bit for bit those the solver used and :meth:`DenseOutput.evaluate` at an output time reproduces
-``Solution.ys`` exactly (tested). The price is the replay's evaluations, six per accepted step plus one, reported in
+``Solution.ys`` exactly (tested). The price is the replay's evaluations, stages − 1 per accepted step plus one (and
+one per ``jump_t`` restart), reported in
 ``DenseOutput.nfe``; a solver that records its coefficients (as gqtorch's may) does not pay it.
 
-Accuracy: the quartic is Dormand–Prince's 4th-order continuous extension, so between step ends it adds an O(h⁵)
+Accuracy: the quartic is a 4th-order continuous extension (Dormand–Prince's for dopri5; for higher-order pairs
+such as dopri8 it is far less accurate than the steps), so between step ends it adds an O(h⁵)
 local interpolation error to the solution's own error; both are controlled only through the solve's rtol/atol.
 """
 
@@ -19,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from gqref._numba import kernel
-from gqref.dopri5 import combine, dopri5_step
+from gqref.dopri5 import NUDGE_NONE, NUDGE_STATE, combine, one_ulp, rk_step
 from gqref.errors import NONFINITE_FIELD, SUCCESS, InputError, raise_for_status
 from gqref.field import VectorField, evaluate
 from gqref.interp import fit_matrix, interp_fit
-from gqref.solve import Solution, prepare_field
+from gqref.solve import Solution, StepMethod, prepare_field
 from gqref.tableau import DOPRI5, float_tableau
 
 
@@ -68,10 +70,13 @@ class DenseOutput:
         return total
 
 
-def refit_steps(f, p, direction, y0, starts, sizes, a, c, e, b_mid, fit):
-    """Replay the accepted steps (start ``starts[j]``, size ``sizes[j]``) from ``y0``; fill their quartics.
+def refit_steps(f, p, direction, y0, starts, sizes, jumps, a, b, c, e, b_mid, fsal, nudge, fit):
+    """Replay the accepted steps (start ``starts[j]``, end ``starts[j + 1]``, size ``sizes[j]``) from ``y0``;
+    fill their quartics.
 
-    Returns (status, coefficients (steps, 5, n), step-end states (steps, n), nfe).
+    ``nudge`` as the solver ran: NUDGE_STATE (torchdiffeq controller: c = 1 stages one ulp before the recorded
+    end) or NUDGE_NONE (scipy: at start + size). After a step with ``jumps[j]`` the field restarts one ulp after
+    its end, as the solver did. Returns (status, coefficients (steps, 5, n), step-end states (steps, n), nfe).
     """
     n = y0.shape[0]
     n_steps = sizes.shape[0]
@@ -87,7 +92,8 @@ def refit_steps(f, p, direction, y0, starts, sizes, a, c, e, b_mid, fit):
     nfe = 1
     for j in range(n_steps):
         dt = sizes[j]
-        failed = dopri5_step(f, p, direction, starts[j], dt, y, k, y1, err, a, c, e)
+        t1 = starts[j + 1] if nudge == NUDGE_STATE else starts[j] + dt
+        failed = rk_step(f, p, direction, starts[j], dt, t1, y, k, y1, err, a, b, c, e, fsal, nudge)
         nfe += n_stages - 1 if failed < 0 else failed
         if failed >= 0:
             return NONFINITE_FIELD, coeffs, ends, nfe
@@ -96,20 +102,27 @@ def refit_steps(f, p, direction, y0, starts, sizes, a, c, e, b_mid, fit):
         for m in range(n):
             ends[j, m] = y1[m]
             y[m] = y1[m]
-            k[0, m] = k[n_stages - 1, m]  # FSAL, as in the solver
+            k[0, m] = k[n_stages - 1, m]  # the last stage is the next first, as in the solver
+        if jumps[j]:
+            evaluate(f, direction, one_ulp(starts[j + 1], np.inf, y0.itemsize == 4), y, p, k[0])
+            nfe += 1
     return SUCCESS, coeffs, ends, nfe
 
 
 REFIT = kernel(refit_steps)
-_TABLEAU = float_tableau(DOPRI5)  # the solver's default controller (torchdiffeq) uses this tableau's stages
 
 
 def dense_output(field: VectorField, solution: Solution, params: np.ndarray) -> DenseOutput:
-    """The dense output of ``solution``, a dopri5 solve of ``field`` (1-D state) with ``params``.
+    """The dense output of ``solution``, an adaptive solve of ``field`` (1-D state) with ``params``.
 
-    Replays the recorded steps; raises :class:`gqref.errors.InputError` if the replay does not land on the recorded
-    step ends bit for bit (a solve of another field, params or method).
+    Replays the recorded steps with the solve's tableau (:class:`gqref.solve.StepMethod`; any adaptive pair, any
+    controller, ``jump_t`` restarts included); raises :class:`gqref.errors.InputError` for a fixed-grid solve, or
+    if the replay does not land on the recorded step ends bit for bit (a solve of another field or params).
     """
+    how = solution.method or StepMethod(name="dopri5", tableau=DOPRI5, adaptive=True, nudged=True)
+    if not how.adaptive:
+        raise InputError(f"dense output replays adaptive Runge–Kutta steps; method {how.name!r} is a fixed grid "
+                         f"(supported: any of gqref.tableau.ADAPTIVE_TABLEAUX)")
     ts = solution.ts
     if len(ts) < 2 or len(solution.steps.hs) == 0:
         raise InputError("dense output needs a solve with at least one accepted step")
@@ -117,11 +130,14 @@ def dense_output(field: VectorField, solution: Solution, params: np.ndarray) -> 
     y0 = np.ascontiguousarray(solution.ys[0], dtype=np.float64).reshape(-1)
     starts = np.concatenate([[direction * ts[0]], direction * solution.steps.ts])
     sizes = np.abs(solution.steps.hs)
+    jumps = solution.steps.jumps if solution.steps.jumps is not None else np.zeros(len(sizes), dtype=bool)
+    tab = float_tableau(how.tableau)
     f, variant = prepare_field(field, y0, float(ts[0]), params)
-    status, coeffs, ends, nfe = getattr(REFIT, variant)(f, params, direction, y0, starts, sizes, _TABLEAU.a,
-                                                        _TABLEAU.c, _TABLEAU.e, _TABLEAU.b_mid, fit_matrix())
+    status, coeffs, ends, nfe = getattr(REFIT, variant)(
+        f, params, direction, y0, starts, sizes, np.asarray(jumps, dtype=np.bool_), tab.a, tab.b, tab.c, tab.e,
+        tab.b_mid, how.tableau.fsal, NUDGE_STATE if how.nudged else NUDGE_NONE, fit_matrix())
     raise_for_status(int(status), float(ts[0]), max_steps=len(sizes))
     if not np.array_equal(ends, solution.steps.ys.reshape(len(sizes), -1)):
-        raise InputError("replaying the recorded steps does not reproduce them: dense_output needs the dopri5 "
-                         "solve (torchdiffeq controller) of this field with these params")
+        raise InputError(f"replaying the recorded steps does not reproduce them: dense_output needs the "
+                         f"{how.name} solve of this field with these params")
     return DenseOutput(direction=direction, starts=starts, coeffs=coeffs, nfe=int(nfe))

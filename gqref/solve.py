@@ -8,17 +8,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gqref.adaptive import ADAPTIVE
-from gqref.controller import Controller, ErrorNorm, as_controller, as_norm
+from gqref.adaptive import ADAPTIVE, DEFAULT_MAX_STEPS, AdaptiveOptions, adaptive_options
+from gqref.controller import SCIPY, Controller, ErrorNorm, as_controller, as_norm
 from gqref.errors import InputError, raise_for_status
 from gqref.field import VectorField, as_field, flat_python_function
 from gqref.fixed_grid import FIXED, step_size_grid
 from gqref.interp import fit_matrix
-from gqref.tableau import FIXED_GRID_TABLEAUX, float_tableau
+from gqref.tableau import ADAPTIVE_TABLEAUX, DOPRI5, FIXED_GRID_TABLEAUX, Tableau, float_tableau
 
-ADAPTIVE_METHODS = ("dopri5",)
+ADAPTIVE_METHODS = tuple(ADAPTIVE_TABLEAUX)
 METHODS = ADAPTIVE_METHODS + tuple(FIXED_GRID_TABLEAUX)
-DEFAULT_MAX_STEPS = 100_000
+FIXED_OPTIONS = ("step_size",)
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,15 @@ class Steps:
     """The accepted steps of an adaptive solve, in the caller's time direction.
 
     ``ts[j]`` is where step j ended, ``hs[j]`` its signed size, ``ys[j]`` the state there (shape of y0) and
-    ``error_ratios[j]`` its error estimate in units of the tolerance (≤ 1 for an accepted step; NaN on a fixed
-    grid, which has no estimate).
+    ``error_ratios[j]`` its error estimate in units of the tolerance (≤ 1 for an accepted step unless it was at
+    ``min_step``; NaN on a fixed grid, which has no estimate).
     """
 
     ts: np.ndarray
     hs: np.ndarray
     ys: np.ndarray
     error_ratios: np.ndarray
+    jumps: np.ndarray | None = None  # jumps[j]: step j ended on a jump_t time (the field restarted after it)
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,32 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class StepMethod:
+    """How a solve stepped, so that its steps can be replayed (:mod:`gqref.dense`, :mod:`gqref.discrete`).
+
+    ``tableau``: the Runge–Kutta tableau the steps used. ``adaptive``: an embedded pair under step control (else a
+    fixed grid). ``nudged``: stages with node c = 1 were evaluated one ulp before the step's end (the torchdiffeq
+    controller; the scipy one evaluates them at the end). ``jump_t``: the solve's ``jump_t`` option (caller's
+    time); ``Steps.jumps`` says which steps ended on one and restarted the field just after it.
+    """
+
+    name: str
+    tableau: Tableau
+    adaptive: bool
+    nudged: bool
+    jump_t: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class Solution:
-    """``ys[i]`` is the solution at ``ts[i]``; ``ys`` has shape ``(len(ts), *y0.shape)``."""
+    """``ys[i]`` is the solution at ``ts[i]``; ``ys`` has shape ``(len(ts), *y0.shape)``; ``method`` says how it
+    stepped (None only for a Solution built by hand: read as dopri5 under the torchdiffeq controller)."""
 
     ts: np.ndarray
     ys: np.ndarray
     steps: Steps
     stats: Stats
+    method: StepMethod | None = None
 
 
 def output_times(t) -> tuple[np.ndarray, float]:
@@ -132,6 +152,49 @@ def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndar
     return flat_python_function(field.f, y0.shape, y0.dtype, "f"), "python"
 
 
+def _options(options, method: str) -> tuple[AdaptiveOptions | None, dict]:
+    """(validated adaptive options or None for a fixed grid, the rest: ``norm``, ``dtype`` or ``step_size``)."""
+    if options is not None and not isinstance(options, dict):
+        raise InputError(f"options must be a dict, got {type(options).__name__}")
+    if method in ADAPTIVE_METHODS:
+        return adaptive_options(options, method=method)
+    unknown = [key for key in (options or {}) if key not in FIXED_OPTIONS]
+    if unknown:
+        raise InputError(f"options {unknown} are not supported for method {method!r}; supported: "
+                         f"{list(FIXED_OPTIONS)}")
+    return None, dict(options or {})
+
+
+def _merge(keyword: str, value, key: str, given: dict, default=None):
+    """A setting that may come as a keyword or as an options key, never both."""
+    present = given.get(key) is not None
+    if value is not None and present:
+        raise InputError(f"{keyword}={value!r} and options[{key!r}] = {given[key]!r} set the same thing; give one")
+    return given[key] if present else (default if value is None else value)
+
+
+def _time_dtype(value) -> None:
+    """gqref keeps time in float64: options['dtype'] may only ask for that."""
+    try:
+        ok = np.dtype(value) == np.float64
+    except TypeError:
+        ok = str(value) == "torch.float64"
+    if not ok:
+        raise InputError(f"options['dtype'] sets the dtype of time, which gqref keeps in float64; got {value!r}")
+
+
+def _adaptive_tableau(method: str, control: Controller) -> Tableau:
+    """The tableau of an adaptive solve: the controller's own for dopri5 (scipy's embedded weights for "scipy")."""
+    if method == "dopri5":
+        return control.tableau
+    if control.kind == SCIPY:
+        raise InputError(f"controller 'scipy' runs method 'dopri5' (scipy's RK45) only, not {method!r}")
+    if control.tableau is not DOPRI5:
+        raise InputError(f"a Controller with its own tableau ({control.tableau.name!r}) runs method 'dopri5' only, "
+                         f"not {method!r}")
+    return ADAPTIVE_TABLEAUX[method]
+
+
 def solve(
     field: VectorField | Callable,
     y0,
@@ -142,22 +205,38 @@ def solve(
     atol: float | np.ndarray = 1e-9,
     method: str = "dopri5",
     controller: str | Controller = "torchdiffeq",
-    norm: str | ErrorNorm = "rms",
+    norm: str | ErrorNorm | None = None,
     first_step: float | None = None,
     step_size: float | None = None,
-    max_steps: int = DEFAULT_MAX_STEPS,
+    max_steps: int | None = None,
+    options: dict | None = None,
 ) -> Solution:
     """Solve dy/dt = f(t, y, params) from ``y0`` at ``t[0]`` and return the solution at every ``t[i]``.
 
-    ``t`` may increase or decrease (strictly). ``method``: ``"dopri5"`` (adaptive; ``controller`` picks the
-    torchdiffeq or scipy step control, ``norm`` the error norm, ``max_steps`` bounds the attempted steps) or a
-    fixed-grid ``"euler"``, ``"midpoint"``, ``"rk4"`` (on the grid ``t``, or of ``step_size`` when given).
-    Errors: :class:`gqref.errors.InputError` for bad arguments, :class:`gqref.errors.SolverError` subclasses when
-    the field returns NaN/inf, the step size underflows, or ``max_steps`` is exceeded.
+    ``t`` may increase or decrease (strictly). ``method``: an adaptive embedded pair of
+    :data:`gqref.tableau.ADAPTIVE_TABLEAUX` (``"dopri5"`` (default), ``"dopri8"``, ``"bosh3"``, ``"fehlberg2"``,
+    ``"adaptive_heun"``, ``"tsit5"``), stepped as torchdiffeq 0.2.5 steps them, or a fixed-grid method of
+    :data:`gqref.tableau.FIXED_GRID_TABLEAUX` (on the grid ``t``, or of ``step_size`` when given).
+
+    Adaptive methods: ``controller`` picks torchdiffeq's step control (any method) or scipy's RK45 (dopri5 only),
+    ``norm`` the error norm (default ``"rms"``), ``max_steps`` bounds the attempted steps (default
+    :data:`DEFAULT_MAX_STEPS`). ``options`` takes torchdiffeq's names (see :class:`gqref.adaptive.AdaptiveOptions`):
+    ``first_step``, ``min_step``, ``max_step``, ``step_t``, ``jump_t``, ``safety``, ``ifactor``, ``dfactor``,
+    ``max_num_steps`` (= ``max_steps``), ``norm`` (``"rms"``, ``"max"`` or an ErrorNorm: a callable cannot run
+    in a compiled kernel) and ``dtype`` (float64 only: time is float64). ``min_step``, ``max_step``, ``step_t`` and
+    ``jump_t`` need the torchdiffeq controller. A setting given both as a keyword and as an options key is an
+    error. Fixed-grid methods take ``options={"step_size": h}`` (= ``step_size``).
+
+    With the torchdiffeq controller, stages with node c = 1 are evaluated one ulp before the step's end, as
+    torchdiffeq does (a float32 state: one float32 ulp, the time torchdiffeq hands a float32 field, passed on as
+    float64). Errors: :class:`gqref.errors.InputError` for bad arguments, :class:`gqref.errors.SolverError`
+    subclasses when the field returns NaN/inf, the step size underflows, or ``max_steps`` is exceeded.
     """
     field = as_field(field)
     if method not in METHODS:
         raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
+    opts, rest = _options(options, method)
+    max_steps = _merge("max_steps", max_steps, "max_num_steps", dict(options or {}), DEFAULT_MAX_STEPS)
     s_out, direction = output_times(t)
     t_given = direction * s_out
     y0 = _state(y0)
@@ -166,34 +245,57 @@ def solve(
     atol_vec = _atol(atol, y0.shape, y0.size)
     if not isinstance(max_steps, numbers.Integral) or isinstance(max_steps, bool) or max_steps < 1:
         raise InputError(f"max_steps must be a positive integer, got {max_steps!r}")
-    f, variant = prepare_field(field, y0, float(t_given[0]), params)
     flat = y0.reshape(-1)
 
-    if method in ADAPTIVE_METHODS:
+    if opts is not None:
         if step_size is not None:
-            raise InputError("step_size applies to the fixed-grid methods (euler, midpoint, rk4), not dopri5")
-        first_step = positive_number("first_step", first_step, allow_none=True)
+            raise InputError(f"step_size applies to the fixed-grid methods ({', '.join(FIXED_GRID_TABLEAUX)}), not "
+                             f"{method}")
+        given = dict(options or {})
+        first_step = positive_number("first_step", _merge("first_step", first_step, "first_step", given),
+                                     allow_none=True)
+        norm = _merge("norm", norm, "norm", rest, "rms")
+        if "dtype" in rest:
+            _time_dtype(rest["dtype"])
         control = as_controller(controller)
+        tableau = _adaptive_tableau(method, control)
+        if control.kind == SCIPY:
+            scipy_free = [key for key in ("min_step", "max_step", "step_t", "jump_t") if given.get(key) is not None]
+            if scipy_free:
+                raise InputError(f"options {scipy_free} need controller='torchdiffeq'; scipy's RK45 has no such "
+                                 f"options here")
         norm_kind, block_id, n_blocks = as_norm(norm).kernel_data(flat.size)
-        tab = float_tableau(control.tableau)
+        # a Controller's own constants unless the options set them
+        safety, ifactor, dfactor = (getattr(opts if key in given else control, key)
+                                    for key in ("safety", "ifactor", "dfactor"))
+        min_step, max_step, step_t, jump_t = opts.kernel_args(float(s_out[0]), direction)
+        tab = float_tableau(tableau)
+        f, variant = prepare_field(field, y0, float(t_given[0]), params)
         status, s_stop, ys, steps_ts, steps_ys, nfe, n_acc, n_rej = getattr(ADAPTIVE, variant)(
             f, params, flat, s_out, direction, rtol, atol_vec, norm_kind, block_id, n_blocks, control.kind,
-            control.safety, control.ifactor, control.dfactor, control.tableau.order_low,
-            -1.0 if first_step is None else first_step, max_steps, tab.a, tab.c, tab.e, tab.b_mid, fit_matrix(),
+            safety, ifactor, dfactor, tableau.order_low, -1.0 if first_step is None else first_step, max_steps,
+            tab.a, tab.b, tab.c, tab.e, tab.b_mid, tableau.fsal, fit_matrix(), min_step, max_step, step_t, jump_t,
         )
         steps = Steps(ts=direction * steps_ts[:, 0], hs=direction * steps_ts[:, 1],
-                      ys=steps_ys.reshape((-1, *y0.shape)), error_ratios=steps_ts[:, 2].copy())
+                      ys=steps_ys.reshape((-1, *y0.shape)), error_ratios=steps_ts[:, 2].copy(),
+                      jumps=steps_ts[:, 3] != 0.0)
+        how = StepMethod(name=method, tableau=tableau, adaptive=True, nudged=control.kind != SCIPY,
+                         jump_t=opts.jump_t)
     else:
         if first_step is not None:
             raise InputError(f"first_step applies to adaptive methods, not {method!r}")
-        step_size = positive_number("step_size", step_size, allow_none=True)
-        tab = float_tableau(FIXED_GRID_TABLEAUX[method])
+        step_size = positive_number("step_size", _merge("step_size", step_size, "step_size", rest),
+                                    allow_none=True)
+        tableau = FIXED_GRID_TABLEAUX[method]
+        tab = float_tableau(tableau)
         grid = step_size_grid(s_out, step_size)
+        f, variant = prepare_field(field, y0, float(t_given[0]), params)
         status, s_stop, ys, steps_ys, nfe, n_acc = getattr(FIXED, variant)(f, params, flat, s_out, direction, grid,
                                                                           tab.a, tab.b, tab.c)
         n_rej = 0
         steps = Steps(ts=direction * grid[1:n_acc + 1], hs=direction * np.diff(grid[: n_acc + 1]),
                       ys=steps_ys.reshape((-1, *y0.shape)), error_ratios=np.full(n_acc, np.nan))
+        how = StepMethod(name=method, tableau=tableau, adaptive=False, nudged=False)
     raise_for_status(int(status), float(direction * s_stop), max_steps=max_steps)
     return Solution(ts=t_given, ys=ys.reshape((len(s_out), *y0.shape)), steps=steps,
-                    stats=Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=int(n_rej)))
+                    stats=Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=int(n_rej)), method=how)

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import gqref
 from gqref import problems as P
+from gqref.solve import ADAPTIVE_METHODS
 from gqref.strategies import linear_problems, tolerances
 
 VAN_DER_POL = P.van_der_pol(mu=5.0)
@@ -34,5 +35,6 @@ def test_van_der_pol_bitwise(controller, norm):
 
 @given(problem=linear_problems(max_dim=4), tols=tolerances, method=st.sampled_from(gqref.METHODS))
 def test_linear_bitwise(problem, tols, method):
-    kwargs = {"rtol": tols[0], "atol": tols[1]} if method == "dopri5" else {"step_size": 0.1}
+    adaptive = method in ADAPTIVE_METHODS
+    kwargs = {"rtol": tols[0], "atol": tols[1]} if adaptive else {"step_size": 0.1}
     assert_identical(*both(problem.field, problem.y0, problem.t, problem.params, method=method, **kwargs))
