@@ -22,7 +22,9 @@ evaluation's finiteness flag stays on the device and :meth:`Tally.status` reads 
 field is never evaluated at a perturbed time by adding a tensor to the grid: stage times are computed on the
 device from Python floats (float64, then the state's dtype, then one-ulp ``nextafter`` when ``perturb``).
 
-``callbacks.step(t0, y0, dt)`` is called before every grid step (t0, dt as 0-d tensors of the state's dtype in
+:func:`fixed_callbacks` (func, method, adjoint) reads the callbacks a fixed-grid method supports off the caller's
+func (warning about accept/reject callbacks, which it never calls). ``callbacks.step(t0, y0, dt)`` is called
+before every grid step (t0, dt as 0-d tensors of the state's dtype in
 the caller's time, dt signed; y0 in the caller's layout). The legacy :func:`integrate_fixed` (euler / midpoint /
 rk4, linear outputs, no options) stays until :mod:`gqtorch.solve` and :mod:`gqtorch.adjoint` call
 :func:`solve_fixed`.
@@ -58,11 +60,21 @@ from gqtorch.dopri5 import combine, rk_stages
 from gqtorch.steps import NO_CALLBACKS, AcceptedStep, Callbacks
 from gqtorch.tableau import TorchTableau
 
-__all__ = ["FIXED_METHODS", "FIXED_OPTIONS", "FixedOptions", "FixedSolve", "Tally", "event_grid", "fixed_options",
-           "fixed_steps", "integrate_fixed", "solve_fixed", "step_size_grid", "torch_grid"]
+__all__ = ["FIXED_METHODS", "FIXED_OPTIONS", "SUPPORTED_CALLBACKS", "FixedOptions", "FixedSolve", "Tally", "event_grid",
+           "fixed_callbacks", "fixed_options", "fixed_steps", "integrate_fixed", "solve_fixed", "step_size_grid",
+           "torch_grid"]
 
 
 # --- grid -------------------------------------------------------------------------------------------------------
+
+SUPPORTED_CALLBACKS = ("callback_step",)
+
+
+def fixed_callbacks(func: Callable, method: str, adjoint: bool = False) -> Callbacks:
+    """The step callbacks of ``func`` a fixed-grid method calls (``callback_step``; the ``*_adjoint`` one for a
+    backward solve); defining ``callback_accept_step``/``callback_reject_step`` warns, as in torchdiffeq."""
+    return Callbacks.of(func, adjoint=adjoint, method=method, supported=SUPPORTED_CALLBACKS)
+
 
 def _host_times(grid) -> np.ndarray:
     """A grid_constructor's result (tensor, array or sequence) as a float64 host array."""
