@@ -21,9 +21,12 @@ Time inside the solvers is the increasing solver variable s = direction·t; stag
 float64, except that rk4's last stage is the grid point s1 itself (torchdiffeq evaluates its 3/8 rule there,
 while its generic two- and three-stage routines use s0 + c·ds).
 
-Entry points: :func:`solve_fixed` (outputs at the requested times) and :func:`fixed_steps` (a generator of steps
-with their interpolant, for event location). :mod:`gqtorch.fixed_grid` is the twin on tensors and shares the
-option handling, grids and interpolation weights defined here.
+Entry points: :func:`fixed_options` (method, options) → :class:`FixedOptions`; :func:`solve_fixed` (f, p, y0,
+s_out, direction, method, opts, rtol, atol, grid_args=None) → :class:`FixedResult` (status, s_stop, ys, nfe,
+n_steps, grid, steps_ys), with ``f(t, y, p)`` the flat NumPy field in the caller's time; :func:`fixed_steps` (a
+generator of :class:`GridStep` with the step's interpolant, for event location, over any grid of solver times
+such as :func:`event_grid`). :mod:`gqtorch.fixed_grid` is the twin on tensors and shares the option handling,
+grids, stage placement and interpolation weights defined here.
 
 The legacy compiled kernel :data:`FIXED` (:func:`integrate_fixed`: linear outputs, no options) stays until
 :mod:`gqref.solve` calls :func:`solve_fixed`.
@@ -346,7 +349,7 @@ def _interpolant(evaluate: _Evaluator, opts: FixedOptions, s0: float, s1: float,
 def _grid_steps(evaluate: _Evaluator, y0: np.ndarray, grid: Iterable[float], direction: float, method: str,
                 opts: FixedOptions, rtol: float, atol) -> Iterator[GridStep]:
     step = _stepper(evaluate, method, opts, rtol, np.asarray(atol, dtype=np.float64))
-    points = iter(grid)
+    points = iter(grid.tolist() if isinstance(grid, np.ndarray) else grid)  # Python floats, as in gqtorch
     s0 = next(points, None)
     y = y0
     for s1 in points:

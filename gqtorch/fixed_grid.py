@@ -9,13 +9,16 @@ Entry points (the caller validates and flattens; time inside is the increasing s
 - :func:`solve_fixed` (field, y0, s_out, direction, method, opts, rtol, atol, callbacks, grid_args) →
   :class:`FixedSolve` (status, s_stop, ys, nfe, n_steps). ``field(t, y)``: a 0-d time tensor (caller's time,
   the state's dtype) and the flat state → the flat derivative, with ``field.split(y)`` giving the caller's layout
-  (for callbacks). ``grid_args = (func, y0, t)`` (the caller's func, y0 in its own layout, the output-times tensor)
-  is what ``options['grid_constructor']`` is called with; it returns the grid in the caller's time.
+  (read only to pass y0 to ``callbacks.step``). ``atol``: flat, the state's dtype. ``grid_args = (func, y0, t)``
+  (the caller's func, y0 in its own layout, the output-times tensor) is what ``options['grid_constructor']`` is
+  called with; it returns the grid in the caller's time.
 - :func:`fixed_steps` (field, y0, grid, direction, method, opts, rtol, atol, callbacks, tally) → a generator of
   :class:`gqtorch.steps.AcceptedStep` (``state_at`` is the linear or cubic interpolant; the cubic one evaluates
   f(t1, y1) once, on first use). ``grid`` may be unbounded (:func:`gqref.fixed_grid.event_grid`, which raises
   InputError without ``step_size``, as torchdiffeq's fixed-grid event handling requires it). A :class:`Tally`
   counts evaluations and steps and reports non-finite values (:meth:`Tally.status`).
+
+For a backward (adjoint) solve pass ``fixed_callbacks(func, method, adjoint=True)`` and the backward grid_args.
 
 No value is read back to the host inside the loop (except implicit_adams' corrector test, which needs it): each
 evaluation's finiteness flag stays on the device and :meth:`Tally.status` reads them all once, at the end. The

@@ -461,8 +461,10 @@ def test_non_finite_field_is_reported_with_its_time():
         ends_on_t1 = method in ("rk4", "heun2", "implicit_adams", "fixed_adams")
         steps_before = 3 if ends_on_t1 else 4
         assert result.s_stop == 1.0 and result.n_steps == steps_before
-        ref = ref_solve_fixed(lambda t, y, p: func(torch.tensor(t), torch.tensor(y)).numpy(), None, y0.numpy(),
-                              np.array([0.0, 2.0]), 1.0, method, opts, 1e-7, 1e-9)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the corrector struggles near the pole at 1.05: expected
+            ref = ref_solve_fixed(lambda t, y, p: func(torch.tensor(t), torch.tensor(y)).numpy(), None,
+                                  y0.numpy(), np.array([0.0, 2.0]), 1.0, method, opts, 1e-7, 1e-9)
         assert ref.status == NONFINITE_FIELD and ref.s_stop == 1.0 and ref.n_steps == steps_before
         with pytest.raises(NonFiniteFieldError):
             list(ref_fixed_steps(lambda t, y, p: y * np.nan, None, y0.numpy(), [0.0, 1.0], 1.0, method, opts,
@@ -609,3 +611,17 @@ def test_matches_torchdiffeq_fixed_grid(method, problem, step_size):
     assert np.array_equal(ours.steps.ys[-1], ours.ys[-1])
     steps = ours.stats.n_accepted
     assert np.max(np.abs(ours.ys - theirs)) <= 64 * steps * EPS * max(1.0, np.max(np.abs(theirs)))
+
+
+@pytest.mark.parametrize("method", ["rk4", "implicit_adams"])
+def test_a_single_output_time_takes_no_step(method):
+    prob = PROBLEMS["linear"]
+    field, y0 = _flat_problem(prob, prob.torch_func)
+    for options in ({}, {"step_size": 0.1}):
+        result = solve_fixed(field, y0, [0.5], 1.0, method, fixed_options(method, options), 1e-7,
+                             torch.full_like(y0, 1e-9))
+        assert result.status == SUCCESS and result.nfe == 0 and result.n_steps == 0
+        assert torch.equal(result.ys, y0.unsqueeze(0))
+        ref = ref_solve_fixed(prob.numpy_func, None, prob.flat_y0(), np.array([0.5]), 1.0, method,
+                              fixed_options(method, options), 1e-7, 1e-9)
+        assert ref.status == SUCCESS and ref.nfe == 0 and np.array_equal(ref.ys, prob.flat_y0()[None])
