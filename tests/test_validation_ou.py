@@ -273,3 +273,27 @@ def test_sample_logp_is_the_gaussian_log_density():
     mean, std = pred.mean(1), pred.std(1) + ou.STD_EPS
     expected = torch.distributions.Normal(mean[:, None], std[:, None]).log_prob(target).mean()
     assert float(ou.sample_logp(pred, target)) == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_records_carry_their_config_hash(quick_runs):
+    from validation.training import config_hash
+
+    for method, record in quick_runs["records"].items():
+        assert record["config_hash"] == config_hash(record["config"])
+        assert _path(quick_runs["out"], method).name == "seed0.json"  # --quick's defaults: the plain name
+
+
+def test_explicit_flags_win_over_quick_and_get_their_own_file(tmp_path):
+    from validation.training import plan_runs
+
+    args = _parse(["--quick", "--paths", "45", "--sde-dt", "0.01", "--out", str(tmp_path)])
+    (plan,) = plan_runs(ou, args)
+    # 45 and 0.01 are the paper's defaults, given explicitly: kept; the rest is --quick's
+    assert (args.paths, args.sde_dt, args.times, args.width) == (45, 0.01, ou.QUICK["times"], QUICK_WIDTH)
+    assert plan.path == _path(tmp_path, "gq").with_name(f"seed0-{plan.config_hash}.json")
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
+    _run(tmp_path, "sde-direct", ["--epochs", "1"])
+    with pytest.raises(SystemExit, match=r"--paths 8 → 9 \(checkpoint → now\)"):
+        _run(tmp_path, "sde-direct", ["--epochs", "2", "--resume", "--paths", "9"])

@@ -160,3 +160,26 @@ def test_a_copied_record_counts_once(results, tmp_path):
     written = report.write_report(results, tmp_path / "report")
     assert written.invalid == 1 and "the same run as" in written.path.read_text()
     assert written.groups[0].widths[20]["gq"].seeds == [0, 1]
+
+
+def test_runs_of_another_learning_rate_are_their_own_group_never_averaged(results, tmp_path):
+    record = _record("gq", 20, 0, [50.0, 50.0])
+    record["config"] = {"method": "gq", "width": 20, "seed": 0, "lr": 0.005, "epochs": 2, "out": "elsewhere"}
+    write_json_atomic(result_path(results, TASK, VARIANT, 20, "gq", 0, "0123456789"), record)
+    written = report.write_report(results, tmp_path / "report")
+    assert written.invalid == 0  # the same (task, variant, width, method, seed), but not a duplicate
+    default, other = sorted(written.groups, key=lambda g: g.setting)
+    assert default.widths[20]["gq"].time_s.mean == 3.0  # the lr 0.005 run's 100 s are not in it
+    assert other.widths[20]["gq"].time_s.mean == 100.0 and other.widths[20]["gq"].seeds == [0]
+    assert other.setting == "--lr 0.005" and default.setting == "--lr (not set)"
+    text = written.path.read_text()
+    assert "## nested-spheres / gtol0.1 [--lr 0.005]" in text
+    assert len(set(written.figures)) == len(written.figures)  # each group its own figures
+
+
+def test_an_unwritable_report_folder_is_found_before_drawing(results, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    with pytest.raises(SystemExit, match=r"--out .*blocker.* is a file"):
+        report.write_report(results, blocker)
+    assert list(tmp_path.glob("*.png")) == [] and blocker.read_text() == "a file"
