@@ -232,7 +232,8 @@ def summarize(entries: Sequence[dict]) -> dict:
     return {"per_test": per_test, "all": rate(rows), "without_excluded": rate([r for r in rows if not r["excluded"]])}
 
 
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# numbers, not digits inside names (heun2 and heun3 stay apart)
+_NUMBER = re.compile(r"(?<![A-Za-z_\d.])[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def failure_groups(entries: Sequence[dict]) -> list[dict]:
