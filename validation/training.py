@@ -48,8 +48,8 @@ from validation.cli import (
     UsageError,
     apply_preset,
     check_writable_dir,
-    integer_at_least,
     integer_in,
+    parser_defaults,
     positive_float,
     positive_int,
     seed_int,
@@ -57,8 +57,6 @@ from validation.cli import (
 )
 from validation.methods import METHODS, Solver
 from validation.results import environment, write_json_atomic
-
-__all__ = ["integer_at_least", "positive_float", "positive_int"]  # re-exported: tasks and tools import them here
 
 DEFAULT_OUT = Path("results")
 EVAL_BATCH = 500
@@ -186,8 +184,6 @@ def is_default_configuration(task, args: argparse.Namespace, config: dict[str, A
     A run without --quick whose path shows every value --quick sets there (e.g. ``--width 8``) is not, so that it
     can never share a file with the --quick run.
     """
-    from validation.cli import parser_defaults
-
     defaults = parser_defaults(args)
     if defaults is None:
         return False

@@ -53,7 +53,7 @@ from tqdm import tqdm
 from gqtorch.memory import PeakMemory
 from gqtorch.sde import SmoothNoise, WongZakaiODE, sdeint
 from validation.atomic import atomic_open
-from validation.cli import UsageError, track_explicit
+from validation.cli import UsageError, integer_at_least, positive_float, positive_int, track_explicit
 from validation.methods import Solver
 from validation.results import environment, write_json_atomic
 from validation.tasks.mlp import softplus_mlp
@@ -61,10 +61,7 @@ from validation.training import (
     Distributed,
     RunPlan,
     add_training_arguments,
-    integer_at_least,
     plan_runs,
-    positive_float,
-    positive_int,
     record_epoch,
     resolve_device,
     restore_states,
