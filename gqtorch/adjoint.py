@@ -72,7 +72,9 @@ def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, param
     size = ys.shape[1]
     dtype, device = ys.dtype, ys.device
     dL_dy = dL_dy.to(dtype)
-    dynamics = AdjointDynamics(field, size, params, t_grad)
+    # adj_t is always integrated, as torchdiffeq does: it sits in the step control's norm, so a time-dependent
+    # field's steps depend on it even when t needs no gradient
+    dynamics = AdjointDynamics(field, size, params, True)
     plan = setup.back_plan
     norm = None
     if plan.is_adaptive:
@@ -97,8 +99,9 @@ def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, param
             dL_dt[i] = incoming
             nfe += 1
         s_out, direction = output_times([t[i], t[i - 1]])
+        grid_args = (dynamics, x, torch.tensor([t[i], t[i - 1]], dtype=setup.t_dtype))  # torchdiffeq's call
         back, back_stats = integrate_plan(plan, dynamics, x, s_out.tolist(), direction, setup.adjoint_rtol, atol,
-                                          norm, callbacks=setup.back_callbacks)
+                                          norm, callbacks=setup.back_callbacks, grid_args=grid_args)
         x = back[-1].clone()
         x[1:1 + size] = ys[i - 1]  # re-anchor to the forward solution
         x[1 + size:1 + 2 * size] += dL_dy[i - 1]

@@ -24,20 +24,20 @@ import torch
 
 from gqref.adaptive import AdaptiveOptions, adaptive_options
 from gqref.errors import InputError, raise_for_status
+from gqref.fixed_grid import FixedOptions, event_grid
 from gqref.solve import Stats, output_times, positive_number
-from gqref.tableau import ADAPTIVE_TABLEAUX, FIXED_GRID_TABLEAUX
+from gqref.tableau import ADAPTIVE_TABLEAUX
 from gqtorch.adaptive import StepCounts, adaptive_steps, integrate_adaptive
 from gqtorch.controller import as_norm
 from gqtorch.events import event_tolerance, flat_event_fn, integrate_until_event
-from gqtorch.fixed_grid import integrate_fixed, step_size_grid
+from gqtorch.fixed_grid import FIXED_METHODS, Tally, fixed_options, fixed_steps, solve_fixed
 from gqtorch.scipy_solver import scipy_options, scipy_solve
 from gqtorch.steps import CALLBACK_NAMES, NO_CALLBACKS, Callbacks
 from gqtorch.tableau import torch_tableau
 
 ADAPTIVE_METHODS = tuple(ADAPTIVE_TABLEAUX)
 SCIPY_METHODS = ("scipy_solver",)
-METHODS = ADAPTIVE_METHODS + tuple(FIXED_GRID_TABLEAUX) + SCIPY_METHODS
-FIXED_OPTIONS = ("step_size",)
+METHODS = ADAPTIVE_METHODS + tuple(FIXED_METHODS) + SCIPY_METHODS
 REAL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 COMPLEX_DTYPES = (torch.complex64, torch.complex128)
 STATE_DTYPES = REAL_DTYPES + COMPLEX_DTYPES
@@ -189,13 +189,14 @@ def host_value(value):
 
 @dataclass(frozen=True)
 class MethodPlan:
-    """A method with its validated options: ``adaptive`` for the embedded Runge–Kutta pairs, ``step_size`` for the
-    fixed grids; ``norm`` is the caller's norm option (converted per solve, since it needs the state's layout)."""
+    """A method with its validated options: ``adaptive`` for the embedded Runge–Kutta pairs, ``fixed`` for the
+    fixed grids and Adams, ``scipy`` for scipy_solver; ``norm`` is the caller's norm option (converted per solve,
+    since it needs the state's layout)."""
 
     method: str
     adaptive: AdaptiveOptions | None = None
     norm: object = None
-    step_size: float | None = None
+    fixed: FixedOptions | None = None
     scipy: dict | None = None
 
     @property
@@ -224,20 +225,21 @@ def plan_method(method, options, *, name: str = "options", state_dtype: torch.dt
     if method in SCIPY_METHODS:
         scipy_options(options, complex_state=state_dtype is not None and state_dtype.is_complex)
         return MethodPlan(method=method, scipy=options)
-    for key in options:
-        if key not in FIXED_OPTIONS:
-            raise InputError(f"{name}[{key!r}] is not supported for method {method!r}; supported: "
-                             f"{list(FIXED_OPTIONS)}")
-    step_size = options.get("step_size")
-    if step_size is not None:
-        step_size = positive_number(f"{name}['step_size']", step_size)
-    return MethodPlan(method=method, step_size=step_size)
+    try:
+        return MethodPlan(method=method, fixed=fixed_options(method, options))
+    except InputError as error:  # name the dict the caller passed (options or adjoint_options)
+        if name == "options":
+            raise
+        raise InputError(str(error).replace("options[", f"{name}[")) from None
 
 
 def integrate_plan(plan: MethodPlan, field, y_start: torch.Tensor, s_list: list[float], direction: float,
                    rtol: float, atol: torch.Tensor, norm, *, time_shifts: torch.Tensor | None = None,
-                   record: list | None = None, callbacks: Callbacks = NO_CALLBACKS) -> tuple[torch.Tensor, Stats]:
-    """The flat solution at the increasing solver times ``s_list`` by ``plan``'s method; raises on failure."""
+                   record: list | None = None, callbacks: Callbacks = NO_CALLBACKS,
+                   grid_args: tuple | None = None) -> tuple[torch.Tensor, Stats]:
+    """The flat solution at the increasing solver times ``s_list`` by ``plan``'s method; raises on failure.
+
+    ``grid_args``: (func, y0, t) as a fixed grid's ``grid_constructor`` is called with."""
     dtype, device = y_start.dtype, y_start.device
     if plan.is_adaptive:
         tab = torch_tableau(ADAPTIVE_TABLEAUX[plan.method], dtype, device)
@@ -248,11 +250,10 @@ def integrate_plan(plan: MethodPlan, field, y_start: torch.Tensor, s_list: list[
         result = scipy_solve(field, y_start, direction * np.asarray(s_list), rtol, atol, plan.scipy)
         raise_for_status(int(result.status), float(direction * result.s_stop), max_steps=0)
         return result.ys, Stats(nfe=int(result.nfe), n_accepted=int(result.n_accepted), n_rejected=0)
-    grid = step_size_grid(np.asarray(s_list), plan.step_size).tolist()
-    tab = torch_tableau(FIXED_GRID_TABLEAUX[plan.method], dtype, device)
-    status, s_stop, ys, nfe, n_acc = integrate_fixed(field, y_start, s_list, direction, grid, tab)
-    raise_for_status(int(status), float(direction * s_stop), max_steps=0)
-    return ys, Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=0)
+    result = solve_fixed(field, y_start, s_list, direction, plan.method, plan.fixed, rtol, atol, callbacks,
+                         grid_args)
+    raise_for_status(int(result.status), float(direction * result.s_stop), max_steps=0)
+    return result.ys, Stats(nfe=int(result.nfe), n_accepted=int(result.n_steps), n_rejected=0)
 
 
 def _solve_until_event(plan: MethodPlan, field: FlatField, flat: torch.Tensor, t, s_list: list[float],
@@ -262,17 +263,24 @@ def _solve_until_event(plan: MethodPlan, field: FlatField, flat: torch.Tensor, t
     if len(s_list) != 2:
         raise InputError(f"with event_fn, t must hold exactly two times (the start, and any later time giving the "
                          f"direction), got {len(s_list)}")
-    if not plan.is_adaptive:
-        raise InputError(f"event_fn needs a method with a dense output, one of {list(ADAPTIVE_METHODS)}; got "
-                         f"{plan.method!r}")
+    if plan.scipy is not None:
+        raise InputError("event_fn is not supported with method 'scipy_solver' (nor is it in torchdiffeq); use an "
+                         f"adaptive method, one of {list(ADAPTIVE_METHODS)}")
     t0 = torch.tensor(direction * s_list[0], dtype=flat.real.dtype if flat.is_complex() else flat.dtype,
                       device=flat.device)
     event_flat = flat_event_fn(event_fn, field.split, t0, flat)
     counts = StepCounts()
-    tab = torch_tableau(ADAPTIVE_TABLEAUX[plan.method], flat.dtype, flat.device)
-    steps = adaptive_steps(field, flat, s_list[0], direction, rtol, atol_flat, norm, tab, plan.adaptive, counts,
-                           callbacks=callbacks, split=field.split)
+    if plan.is_adaptive:
+        tab = torch_tableau(ADAPTIVE_TABLEAUX[plan.method], flat.dtype, flat.device)
+        steps = adaptive_steps(field, flat, s_list[0], direction, rtol, atol_flat, norm, tab, plan.adaptive, counts,
+                               callbacks=callbacks, split=field.split)
+    else:  # torchdiffeq's fixed-grid event loop steps by step_size from t0 and calls no callbacks
+        tally = Tally()
+        steps = fixed_steps(field, flat, event_grid(s_list[0], plan.fixed), direction, plan.method, plan.fixed, rtol,
+                            atol_flat, tally=tally)
     s_event, y_event = integrate_until_event(steps, event_flat, s_list[0], flat, direction, event_tolerance(atol))
+    if not plan.is_adaptive:
+        counts = StepCounts(nfe=tally.nfe, n_accepted=tally.n_steps)
     t_dtype = t.dtype if isinstance(t, torch.Tensor) else torch.float64
     event_t = torch.tensor(direction * s_event, dtype=t_dtype, device=flat.device)
     ys = torch.stack([flat, y_event])
@@ -321,6 +329,7 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str 
     field = FlatField(func, shapes, is_tuple)
     s_list = s_out.tolist()
     supported = CALLBACK_NAMES if plan.is_adaptive else () if plan.scipy is not None else ("callback_step",)
+    grid_args = (func, y0, t if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=torch.float64))
     callbacks = Callbacks.of(func, method=plan.method, supported=supported)
     norm = None
     if plan.is_adaptive:
@@ -333,7 +342,7 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str 
 
     def integrate(y_start: torch.Tensor, time_shifts: torch.Tensor | None = None):
         return integrate_plan(plan, field, y_start, s_list, direction, rtol, atol_flat, norm,
-                              time_shifts=time_shifts, callbacks=callbacks)
+                              time_shifts=time_shifts, callbacks=callbacks, grid_args=grid_args)
 
     t_grad = isinstance(t, torch.Tensor) and t.requires_grad and torch.is_grad_enabled()
     if t_grad and plan.is_adaptive:  # the exact derivative with frozen step sizes
