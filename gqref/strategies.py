@@ -17,7 +17,9 @@ Usage::
 
 What is drawn: every float has explicit bounds and no NaN, inf or subnormal (the problem, state and cotangent
 strategies also draw magnitudes below :data:`TINY` as exactly 0, so products such as a complex step h·x cannot
-underflow); objects are built valid by construction (no ``assume``/filtering), so shrinking works and no health check
+underflow); no draw is degenerate: initial states and cotangents are away from 0 (an equilibrium start zeroes the
+parameter gradient and every time term), the time-dependent scalar's rate |p0| ≥ 0.2, MLP weight matrices nonzero;
+objects are built valid by construction (no ``assume``/filtering), so shrinking works and no health check
 trips. Linear systems have A = −(MᵀM + εI) + (S − Sᵀ) (negative definite symmetric part: the flow contracts); MLP
 weights are bounded by 1/√fan_in; time grids have K ≥ 1 strictly monotone intervals, increasing or decreasing, and
 a span of at most 7.5 (2 for MLPs). Dissipative problems are drawn dissipative in the direction of integration (on a
@@ -47,6 +49,7 @@ __all__ = [
     "lotka_volterras",
     "mlp_params",
     "mlp_problems",
+    "nonzero_states",
     "problem_strategies",
     "problems",
     "stable_matrices",
@@ -94,6 +97,25 @@ def initial_states(n: int, bound: float = 2.0) -> st.SearchStrategy[np.ndarray]:
     return _arrays(n, -bound, bound)
 
 
+NONZERO_FLOOR = 0.1
+"""The problem strategies draw y0 (and cotangents) with max |entry| ≥ this fraction of their bound."""
+
+
+def _away_from_zero(v: np.ndarray, bound: float) -> np.ndarray:
+    """v, or v with its first entry moved to ±bound/2 when every entry is below NONZERO_FLOOR·bound: a map, not a
+    filter, so shrinking still works. Why: y0 = 0 is an equilibrium of every problem here except the forced ones,
+    where the parameter gradient and every time term vanish identically and a dropped term goes unseen."""
+    if v.size and np.max(np.abs(v)) < NONZERO_FLOOR * bound:
+        v = v.copy()
+        v.flat[0] = bound / 2 if v.flat[0] >= 0 else -bound / 2
+    return v
+
+
+def nonzero_states(n: int, bound: float = 2.0) -> st.SearchStrategy[np.ndarray]:
+    """:func:`initial_states` away from the origin: max |y0_i| ≥ NONZERO_FLOOR·bound."""
+    return initial_states(n, bound).map(lambda v: _away_from_zero(v, bound))
+
+
 @st.composite
 def time_grids(draw, max_intervals: int = 5, max_gap: float = 1.5) -> np.ndarray:
     """K ≥ 1 strictly monotone intervals, increasing or decreasing: t0 ∈ [−1, 1], gaps in [0.05, max_gap]."""
@@ -109,12 +131,12 @@ tolerances = st.tuples(st.floats(1e-10, 1e-3), st.floats(1e-12, 1e-4))
 
 def cotangents(shape_or_problem: tuple[int, ...] | pr.Problem, bound: float = 1.0) -> st.SearchStrategy[np.ndarray]:
     """dL_dy arrays shaped like ys, ``(len(t), S)`` for a Problem (or any given shape), entries in [−bound, bound]
-    (0 or of magnitude ≥ TINY)."""
+    (0 or of magnitude ≥ TINY), never all zero (max |entry| ≥ NONZERO_FLOOR·bound: a zero loss has no gradient)."""
     if isinstance(shape_or_problem, pr.Problem):
         shape = (shape_or_problem.t.size, shape_or_problem.state_dim)
     else:
         shape = tuple(shape_or_problem)
-    return _arrays(int(np.prod(shape)), -bound, bound).map(lambda v: v.reshape(shape))
+    return _arrays(int(np.prod(shape)), -bound, bound).map(lambda v: _away_from_zero(v, bound).reshape(shape))
 
 
 def _direction(t: np.ndarray) -> float:
@@ -124,10 +146,10 @@ def _direction(t: np.ndarray) -> float:
 @st.composite
 def linear_problems(draw, max_dim: int = 3) -> pr.Problem:
     """y' = Ay + b with ±A from :func:`stable_matrices` (−A on a decreasing grid, so the flow contracts in the
-    direction of integration), b ∈ [−1, 1]ⁿ, y0 ∈ [−2, 2]ⁿ."""
+    direction of integration), b ∈ [−1, 1]ⁿ, y0 ∈ [−2, 2]ⁿ away from 0 (:func:`nonzero_states`)."""
     a = draw(stable_matrices(n=draw(st.integers(1, max_dim))))
     n = a.shape[0]
-    b, y0, t = draw(_arrays(n, -1.0, 1.0)), draw(initial_states(n)), draw(time_grids())
+    b, y0, t = draw(_arrays(n, -1.0, 1.0)), draw(nonzero_states(n)), draw(time_grids())
     return pr.linear(_direction(t) * a, b, y0, t)
 
 
@@ -141,26 +163,28 @@ def toy_problems(draw) -> pr.Problem:
 @st.composite
 def harmonic_oscillators(draw) -> pr.Problem:
     """ω ∈ [0.2, 3], |γ| ≤ 1 (damped or undamped; γ ≤ 0 on a decreasing grid, so the energy never grows in the
-    direction of integration), y0 ∈ [−2, 2]²."""
-    omega, gamma, y0, t = draw(_floats(0.2, 3.0)), draw(_floats(0.0, 1.0)), draw(initial_states(2)), draw(time_grids())
+    direction of integration), y0 ∈ [−2, 2]² away from the equilibrium 0."""
+    omega, gamma, y0, t = draw(_floats(0.2, 3.0)), draw(_floats(0.0, 1.0)), draw(nonzero_states(2)), draw(time_grids())
     return pr.harmonic_oscillator(omega, _direction(t) * gamma, y0, t)
 
 
 @st.composite
 def time_dependent_scalars(draw) -> pr.Problem:
-    """y' = p0 cos(p1 t) y with |p0| ≤ 1, |p1| ∈ [0.5, 3] (away from the closed form's 1/p1; |y| changes by at
-    most e^{2|p0/p1|} ≤ e⁴), S ∈ {1, 2}."""
+    """y' = p0 cos(p1 t) y with |p0| ∈ [0.2, 1], |p1| ∈ [0.5, 3] (away from the closed form's 1/p1; |y| changes by
+    at most e^{2|p0/p1|} ≤ e⁴), S ∈ {1, 2}, y0 away from 0. The time term ∂f/∂t = −p0·p1·sin(p1 t)·y is never
+    identically zero: p0 = 0 or y0 = 0 would remove it (and the parameter gradient) from every draw they hit."""
+    p0 = draw(_floats(0.2, 1.0)) * draw(st.sampled_from([1.0, -1.0]))
     p1 = draw(_floats(0.5, 3.0)) * draw(st.sampled_from([1.0, -1.0]))
-    return pr.time_dependent_scalar(draw(_floats(-1.0, 1.0)), p1, draw(initial_states(draw(st.integers(1, 2)))),
-                                    draw(time_grids()))
+    return pr.time_dependent_scalar(p0, p1, draw(nonzero_states(draw(st.integers(1, 2)))), draw(time_grids()))
 
 
 @st.composite
 def cubic_spirals(draw) -> pr.Problem:
     """y' = (y³) @ A with A the demo's matrix or a stable 2×2, negated on a decreasing grid: Σ y⁴ then decreases in
-    the direction of integration (backwards, the stable spiral blows up in finite time). y0 ∈ [−1.5, 1.5]²."""
+    the direction of integration (backwards, the stable spiral blows up in finite time). y0 ∈ [−1.5, 1.5]² away
+    from the equilibrium 0."""
     a = draw(st.one_of(st.just(pr.CUBIC_SPIRAL_A), stable_matrices(n=2)))
-    y0, t = draw(initial_states(2, 1.5)), draw(time_grids())
+    y0, t = draw(nonzero_states(2, 1.5)), draw(time_grids())
     return pr.cubic_spiral(_direction(t) * a, y0, t)
 
 
@@ -173,31 +197,35 @@ def lotka_volterras(draw) -> pr.Problem:
 
 @st.composite
 def van_der_pols(draw) -> pr.Problem:
-    """|μ| ≤ 3 (non-stiff), y0 ∈ [−2, 2]²; μ ≤ 0 on a decreasing grid, which is the attracting limit cycle seen
-    backwards (with μ > 0, backwards, large states escape in finite time)."""
-    mu, y0, t = draw(_floats(0.0, 3.0)), draw(initial_states(2)), draw(time_grids())
+    """|μ| ≤ 3 (non-stiff), y0 ∈ [−2, 2]² away from the equilibrium 0; μ ≤ 0 on a decreasing grid, which is the
+    attracting limit cycle seen backwards (with μ > 0, backwards, large states escape in finite time)."""
+    mu, y0, t = draw(_floats(0.0, 3.0)), draw(nonzero_states(2)), draw(time_grids())
     return pr.van_der_pol(_direction(t) * mu, y0, t)
 
 
 @st.composite
 def mlp_params(draw, state_dim: int, width: int, time_dependent: bool = False) -> np.ndarray:
     """MLP parameter vectors (layout of :func:`gqref.problems.pack_mlp`) with |W1|, |b1| ≤ 1/√d_in and
-    |W2|, |b2| ≤ 1/√width, torch.nn.Linear's init range: the field's Lipschitz constant stays ≤ √(S·width)."""
+    |W2|, |b2| ≤ 1/√width, torch.nn.Linear's init range: the field's Lipschitz constant stays ≤ √(S·width).
+    Neither W1 nor W2 is all zero."""
     d_in = state_dim + int(time_dependent)
     b1, b2 = 1.0 / np.sqrt(d_in), 1.0 / np.sqrt(width)
-    w1 = draw(_arrays(width * d_in, -b1, b1)).reshape(width, d_in)
-    w2 = draw(_arrays(state_dim * width, -b2, b2)).reshape(state_dim, width)
+    # neither weight matrix all zero: W2 = 0 cuts the hidden layer off, W1 = 0 the state (both leave gradients
+    # that vanish identically)
+    w1 = _away_from_zero(draw(_arrays(width * d_in, -b1, b1)), b1).reshape(width, d_in)
+    w2 = _away_from_zero(draw(_arrays(state_dim * width, -b2, b2)), b2).reshape(state_dim, width)
     return pr.pack_mlp(w1, draw(_arrays(width, -b1, b1)), w2, draw(_arrays(state_dim, -b2, b2)))
 
 
 @st.composite
 def mlp_problems(draw, time_dependent: bool | None = None, max_state_dim: int = 3, max_width: int = 8) -> pr.Problem:
-    """Softplus MLP fields with bounded weights (:func:`mlp_params`), y0 ∈ [−1, 1]^S, grids spanning at most 2."""
+    """Softplus MLP fields with bounded weights (:func:`mlp_params`), y0 ∈ [−1, 1]^S away from 0, grids spanning
+    at most 2."""
     if time_dependent is None:
         time_dependent = draw(st.booleans())
     s, width = draw(st.integers(1, max_state_dim)), draw(st.integers(1, max_width))
     params = draw(mlp_params(s, width, time_dependent))
-    return pr.mlp(width, state_dim=s, time_dependent=time_dependent, weights=params, y0=draw(initial_states(s, 1.0)),
+    return pr.mlp(width, state_dim=s, time_dependent=time_dependent, weights=params, y0=draw(nonzero_states(s, 1.0)),
                   t=draw(time_grids(max_gap=0.4)))
 
 
