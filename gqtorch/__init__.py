@@ -23,6 +23,7 @@ from gqref.solve import Stats
 from gqtorch.adjoint import odeint_adjoint
 from gqtorch.advise import Advice, advise
 from gqtorch.augmented import GradientStats
+from gqtorch.dense import odeint_dense
 from gqtorch.events import odeint_event
 from gqtorch.gq import odeint_adjoint_gq
 from gqtorch.sde import SmoothNoise, StratonovichSDE, WongZakaiODE
@@ -46,5 +47,6 @@ __all__ = [
     "odeint",
     "odeint_adjoint",
     "odeint_adjoint_gq",
+    "odeint_dense",
     "odeint_event",
 ]

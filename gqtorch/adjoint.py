@@ -24,6 +24,7 @@ from gqtorch.augmented import (
     backward_tolerances,
     check_method,
     check_times,
+    solve_event_then,
 )
 from gqtorch.controller import as_norm
 from gqtorch.gq import BacksolveFunction, _Setup, user_outputs
@@ -136,7 +137,10 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, meth
     supported. Bad arguments raise :class:`gqref.errors.InputError` naming the argument.
     """
     if event_fn is not None:
-        raise InputError("event_fn is not supported by gqtorch.odeint_adjoint")
+        return solve_event_then(odeint_adjoint, func, y0, t, event_fn, rtol=rtol, atol=atol, method=method,
+                                options=options, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
+                                adjoint_method=adjoint_method, adjoint_options=adjoint_options,
+                                adjoint_params=adjoint_params, return_stats=return_stats)
     if not callable(func):
         raise InputError(f"func must be callable as func(t, y), got {type(func).__name__}")
     if not isinstance(return_stats, bool):

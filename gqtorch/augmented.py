@@ -230,3 +230,24 @@ def backward_plan(method: str, options, adjoint_method, adjoint_options, *, adap
                          f"{norm!r}")
     plan = plan_method(adjoint_method, adjoint_options, name="adjoint_options")
     return plan, norm == "seminorm", (norm if callable(norm) else None)
+
+
+def solve_event_then(backsolve: Callable, func: Callable, y0, t, event_fn, *, rtol, atol, method, options, **kwargs):
+    """``odeint_adjoint``/``odeint_adjoint_gq`` with ``event_fn``: (event_t, [y0, y(event_t)]) with the adjoint's
+    memory and gradients.
+
+    The event time is found by a solve without a graph (:func:`gqtorch.odeint` with ``event_fn``); the states then
+    come from ``backsolve`` on the times [t0, event_t], so their gradients (y0, parameters) are the method's. The
+    event time carries no gradient here, as in torchdiffeq; :func:`gqtorch.odeint_event` adds it through the
+    implicit function theorem. The second solve runs its own steps, so its final state differs from the event
+    solve's by the solver tolerance.
+    """
+    from gqtorch.solve import odeint  # a late import: solve imports this module's siblings
+
+    with torch.no_grad():
+        event_t, _ = odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
+    times = torch.stack([torch.as_tensor(t)[0].detach().to(event_t.dtype), event_t])
+    result = backsolve(func, y0, times, rtol=rtol, atol=atol, method=method, options=options, **kwargs)
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], GradientStats):
+        return event_t, result[0], result[1]
+    return event_t, result

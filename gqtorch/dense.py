@@ -96,3 +96,50 @@ class DenseReader:
             owner[where], x[where] = self.dense[g].locate(times[where])
             owner[where] += self.offsets[g]
         return evaluate_quartics(self.coeffs, owner, x)
+
+
+def odeint_dense(func, y0: torch.Tensor, t0, t1, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
+                 options: dict | None = None):
+    """torchdiffeq's ``odeint_dense``: solve from ``t0`` to ``t1`` and return ``dense_output_fn(t_eval)``, the
+    solution at any times in [t0, t1] from the accepted steps' quartics (shape ``(len(t_eval), *y0.shape)``, or
+    ``y0.shape`` for a 0-d ``t_eval``).
+
+    As in torchdiffeq: a tensor ``y0`` only, an adaptive method (default dopri5; torchdiffeq allows only dopri5),
+    no gradient through the dense output (it reads the recorded steps). Errors as :func:`gqtorch.odeint`.
+    """
+    from gqtorch.solve import (
+        FlatField,
+        _atol,
+        _state,
+        _time_grid,
+        _tolerance_number,
+        as_norm,
+        integrate_plan,
+        plan_method,
+    )
+
+    if not isinstance(y0, torch.Tensor):
+        raise InputError(f"odeint_dense takes a tensor y0 (not a tuple), got {type(y0).__name__}")
+    flat, shapes, _ = _state(y0)
+    plan = plan_method(method, options, state_dtype=flat.dtype)
+    if not plan.is_adaptive:
+        raise InputError(f"odeint_dense needs an adaptive method with a dense output, got {plan.method!r}")
+    times = torch.stack([torch.as_tensor(t0, dtype=torch.float64).reshape(()),
+                         torch.as_tensor(t1, dtype=torch.float64).reshape(())]).detach().cpu()
+    s_out, direction = _time_grid(times)
+    rtol = _tolerance_number("rtol", rtol)
+    atol_flat = _atol(atol, shapes, False, flat.numel(), flat.real.dtype if flat.is_complex() else flat.dtype,
+                      flat.device)
+    field = FlatField(func, shapes, False)
+    norm = as_norm(plan.norm, None, field.split, atol_flat.dtype, flat.device)
+    record: list = []
+    with torch.no_grad():
+        integrate_plan(plan, field, flat, s_out.tolist(), direction, rtol, atol_flat, norm, record=record)
+    dense = dense_output(record, direction)
+
+    def dense_output_fn(t_eval) -> torch.Tensor:
+        t_eval = torch.as_tensor(t_eval, dtype=torch.float64)
+        values = dense.evaluate(t_eval.detach().cpu().reshape(-1).numpy())
+        return values.reshape(*t_eval.shape, *shapes[0])
+
+    return dense_output_fn

@@ -56,6 +56,7 @@ from gqtorch.augmented import (
     check_method,
     check_times,
     node_vjps,
+    solve_event_then,
 )
 from gqtorch.dense import DenseOutput, DenseReader, dense_output
 from gqtorch.panels import TorchPanelSums
@@ -404,8 +405,11 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, m
     if not isinstance(return_stats, bool):
         raise InputError(f"return_stats must be a bool, got {return_stats!r}")
     if event_fn is not None:
-        raise InputError("event_fn is not supported by gqtorch.odeint_adjoint_gq yet; use gqtorch.odeint_event "
-                         "with odeint_interface=gqtorch.odeint_adjoint")
+        return solve_event_then(odeint_adjoint_gq, func, y0, t, event_fn, rtol=rtol, atol=atol, method=method,
+                                options=options, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
+                                adjoint_method=adjoint_method, adjoint_options=adjoint_options,
+                                adjoint_params=adjoint_params, gtol=gtol, max_nodes=max_nodes,
+                                return_stats=return_stats, quadrature=quadrature, gatol=gatol, strict=strict)
     method = check_method(method)
     plan_method(method, options)  # the forward options, checked before anything runs
     # GQ reads its nodes from the backward solve's dense output, so that solve must be an adaptive Runge–Kutta
