@@ -142,6 +142,11 @@ class GQDynamics:
         self.field = field
         self.n = n
 
+    @staticmethod
+    def split(x: torch.Tensor) -> torch.Tensor:
+        """The state as the step callbacks see it: flat (torchdiffeq's augmented state is flat too)."""
+        return x
+
     def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n = self.n
         with torch.enable_grad():
@@ -161,6 +166,11 @@ class AdjointDynamics:
         self.n = n
         self.params = params
         self.t_grad = t_grad
+
+    @staticmethod
+    def split(x: torch.Tensor) -> torch.Tensor:
+        """The state as the step callbacks see it: flat (torchdiffeq's augmented state is flat too)."""
+        return x
 
     def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n = self.n

@@ -295,3 +295,16 @@ def test_event_time_gradients_through_every_interface_match_the_closed_form(inte
     assert abs(float(t_hit) - math.sqrt(2 * h0 / g)) <= 1e-10
     assert abs(float(h.grad) - 1 / math.sqrt(2 * g * h0)) <= 1e-10
     assert abs(float(ball.g.grad) + math.sqrt(2 * h0 / g) / (2 * g)) <= 1e-10
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4", "implicit_adams"])
+def test_fixed_grid_callbacks_run_once_per_grid_step_forward_and_backward(method):
+    f = Counted("linear")
+    counts = {"forward": 0, "adjoint": 0}
+    f.callback_step = lambda t0, y0, dt: counts.__setitem__("forward", counts["forward"] + 1)
+    f.callback_step_adjoint = lambda t0, y0, dt: counts.__setitem__("adjoint", counts["adjoint"] + 1)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    ys = gqtorch.odeint_adjoint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), method=method,
+                                options=dict(step_size=0.1))
+    ys.sum().backward()
+    assert counts == {"forward": 10, "adjoint": 10}  # 1 / 0.1 grid steps each way
