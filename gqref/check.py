@@ -11,7 +11,7 @@ The reference gradient, and how far it can be trusted:
   (2) The continuous adjoint, a backward solve built from the field's VJPs. Each runs at rtol = atol =
   :data:`REFERENCE_RTOL` and 100× looser; the difference between the two tolerances bounds its error (the global
   error of dopri5 scales with the tolerance, so the looser run's error, ≈ 100× the tighter's, dominates the
-  difference), plus a roundoff floor of ε·(steps)·scale. The reference is the forward-sensitivity value with
+  difference), plus a roundoff floor of 100·ε·(steps + 10)·scale. The reference is the forward-sensitivity value with
   that error; if the adjoint disagrees with it by more than the two error bounds together, the reference is
   flagged unreliable and no verdict is given.
 
@@ -227,11 +227,12 @@ def _adjoint(field, y0, t, params, dL_dy, rtol, atol):
 
 def _with_error(run: Callable, scale_hint: float) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """run(rtol, atol) at the reference tolerance and LOOSE_FACTOR× looser: the tight values and a per-component
-    error bound, |tight − loose| + ε·(steps)·G (roundoff accumulating at most linearly over the steps)."""
+    error bound, |tight − loose| + 100·ε·(steps + 10)·G: roundoff, each step rounding its 7 stage evaluations and
+    the sums over them (tens of ε relative to the scale) and accumulating at most linearly over the steps."""
     tight, steps = run(REFERENCE_RTOL, REFERENCE_ATOL)
     loose, _ = run(LOOSE_FACTOR * REFERENCE_RTOL, LOOSE_FACTOR * REFERENCE_ATOL)
     scale = max(scale_hint, max(float(np.max(np.abs(v), initial=0.0)) for v in tight))
-    roundoff = np.finfo(np.float64).eps * steps * scale
+    roundoff = 100.0 * np.finfo(np.float64).eps * (steps + 10) * scale
     errors = np.array([float(np.max(np.abs(a - b), initial=0.0)) + roundoff for a, b in zip(tight, loose)])
     return tight, errors
 
