@@ -21,7 +21,8 @@ from gqref.field import VectorField
 def require_vjps(field: VectorField, roles: tuple[str, ...]) -> None:
     missing = [role for role in roles if getattr(field, role) is None]
     if missing:
-        raise InputError(f"this gradient method needs the field's {', '.join(missing)} (see gqref.VectorField)")
+        raise InputError(f"this gradient method needs the field's {', '.join(missing)} (see gqref.VectorField; "
+                         "gqref.gradient derives missing ones by complex step, gqref.field.complete_vjps does it here)")
 
 
 @njit
