@@ -6,7 +6,7 @@ hypothesis.
 
 from gqref import problems
 from gqref._numba import njit
-from gqref.check import GradientReport, check_gradient
+from gqref.check import GradientReport, UnreliableReferenceError, check_gradient, reference_gradient
 from gqref.controller import CONTROLLERS, Controller, ErrorNorm
 from gqref.dense import DenseOutput, dense_output
 from gqref.errors import (
@@ -18,6 +18,7 @@ from gqref.errors import (
     SolverError,
     StepSizeUnderflowError,
 )
+from gqref.events import NoEventError, event_gradient, solve_until_event
 from gqref.field import VectorField
 from gqref.gradient import GRADIENT_METHODS, Diagnostics, Gradient, gradient
 from gqref.kronrod import gauss_kronrod
@@ -25,13 +26,15 @@ from gqref.quadrature import gauss_legendre, node_count
 from gqref.refinement import QuadratureLimitError
 from gqref.rules import QUADRATURES, AdaptiveRule, AutoRule, IntervalRule, StepRule, quadrature_rule
 from gqref.solve import METHODS, Solution, Stats, Steps, solve
-from gqref.tableau import DOPRI5, DOPRI5_SCIPY, EULER, MIDPOINT, RK4, Tableau
+from gqref.tableau import ADAPTIVE_TABLEAUX, DOPRI5, DOPRI5_SCIPY, EULER, FIXED_GRID_TABLEAUX, MIDPOINT, RK4, Tableau
 
 __all__ = [
+    "ADAPTIVE_TABLEAUX",
     "CONTROLLERS",
     "DOPRI5",
     "DOPRI5_SCIPY",
     "EULER",
+    "FIXED_GRID_TABLEAUX",
     "GRADIENT_METHODS",
     "METHODS",
     "MIDPOINT",
@@ -49,6 +52,7 @@ __all__ = [
     "InputError",
     "IntervalRule",
     "MaxStepsExceededError",
+    "NoEventError",
     "NonFiniteFieldError",
     "QuadratureAccuracyWarning",
     "QuadratureLimitError",
@@ -59,9 +63,11 @@ __all__ = [
     "StepSizeUnderflowError",
     "Steps",
     "Tableau",
+    "UnreliableReferenceError",
     "VectorField",
     "check_gradient",
     "dense_output",
+    "event_gradient",
     "gauss_kronrod",
     "gauss_legendre",
     "gradient",
@@ -69,5 +75,7 @@ __all__ = [
     "node_count",
     "problems",
     "quadrature_rule",
+    "reference_gradient",
     "solve",
+    "solve_until_event",
 ]

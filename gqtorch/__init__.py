@@ -20,6 +20,7 @@ from gqref.errors import (
     StepSizeUnderflowError,
 )
 from gqref.solve import Stats
+from gqtorch import testing
 from gqtorch.adjoint import odeint_adjoint
 from gqtorch.advise import Advice, advise
 from gqtorch.augmented import GradientStats
@@ -49,4 +50,5 @@ __all__ = [
     "odeint_adjoint_gq",
     "odeint_dense",
     "odeint_event",
+    "testing",
 ]

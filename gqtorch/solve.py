@@ -256,6 +256,21 @@ def integrate_plan(plan: MethodPlan, field, y_start: torch.Tensor, s_list: list[
     return result.ys, Stats(nfe=int(result.nfe), n_accepted=int(result.n_steps), n_rejected=0)
 
 
+def _event_grid(s0: float, opts: FixedOptions, flat: torch.Tensor):
+    """gqref's unbounded event grid s0, s0 + h, …, accumulated in the state's real dtype as torchdiffeq does (its
+    fixed-grid event loop keeps time in that dtype), so float32 events land where torchdiffeq's do."""
+    event_grid(s0, opts)  # the step_size check, with gqref's message
+    real = flat.real.dtype if flat.is_complex() else flat.dtype
+    if real == torch.float64:
+        yield from event_grid(s0, opts)
+        return
+    to_dtype = {torch.float32: np.float32, torch.float16: np.float16}.get(real, np.float32)
+    s, h = to_dtype(s0), to_dtype(opts.step_size)
+    while True:
+        yield float(s)
+        s = to_dtype(s + h)
+
+
 def _solve_until_event(plan: MethodPlan, field: FlatField, flat: torch.Tensor, t, s_list: list[float],
                        direction: float, rtol: float, atol_flat: torch.Tensor, atol, norm, callbacks: Callbacks,
                        event_fn, return_stats: bool):
@@ -276,8 +291,8 @@ def _solve_until_event(plan: MethodPlan, field: FlatField, flat: torch.Tensor, t
                                callbacks=callbacks, split=field.split)
     else:  # torchdiffeq's fixed-grid event loop steps by step_size from t0 and calls no callbacks
         tally = Tally()
-        steps = fixed_steps(field, flat, event_grid(s_list[0], plan.fixed), direction, plan.method, plan.fixed, rtol,
-                            atol_flat, tally=tally)
+        steps = fixed_steps(field, flat, _event_grid(s_list[0], plan.fixed, flat), direction, plan.method,
+                            plan.fixed, rtol, atol_flat, tally=tally)
     s_event, y_event = integrate_until_event(steps, event_flat, s_list[0], flat, direction, event_tolerance(atol))
     if not plan.is_adaptive:
         counts = StepCounts(nfe=tally.nfe, n_accepted=tally.n_steps)
