@@ -82,7 +82,14 @@ def adjoint_parameters(func: Callable, adjoint_params) -> tuple[torch.Tensor, ..
 
 
 def backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol) -> tuple[float, float]:
-    """The backward solve's (rtol, atol) as numbers; they default to the forward ones."""
+    """The backward solve's (rtol, atol) as numbers; they default to the forward ones (one-element tensors count
+    as numbers, as in :func:`gqtorch.odeint`)."""
+    def number(value):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+            return value.detach().cpu().reshape(()).item()
+        return value
+
+    rtol, atol, adjoint_rtol, adjoint_atol = map(number, (rtol, atol, adjoint_rtol, adjoint_atol))
     if adjoint_rtol is None:
         adjoint_rtol = rtol
     if adjoint_atol is None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from gqref.errors import InputError
 from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
@@ -106,6 +107,7 @@ class BacksolveFunction(torch.autograd.Function):
         return ys
 
     @staticmethod
+    @once_differentiable  # the backward sweep runs without a graph: a second derivative must fail, not be wrong
     def backward(ctx, grad_ys: torch.Tensor):
         setup = ctx.setup
         ys, *params = ctx.saved_tensors

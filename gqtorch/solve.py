@@ -38,7 +38,10 @@ from gqtorch.tableau import torch_tableau
 ADAPTIVE_METHODS = tuple(ADAPTIVE_TABLEAUX)
 SCIPY_METHODS = ("scipy_solver",)
 METHODS = ADAPTIVE_METHODS + tuple(FIXED_METHODS) + SCIPY_METHODS
-REAL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+REAL_DTYPES = (torch.float32, torch.float64)
+# float16/bfloat16 carry 11/8 significant bits: a step's increment is lost against the state (y' = −y in bfloat16
+# never moves), and time itself cannot resolve the steps. Refused, with the fix named.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 COMPLEX_DTYPES = (torch.complex64, torch.complex128)
 STATE_DTYPES = REAL_DTYPES + COMPLEX_DTYPES
 
@@ -67,11 +70,21 @@ class FlatField:
         if not self.is_tuple:
             if not isinstance(out, torch.Tensor) or out.shape != self.shapes[0]:
                 self._bad(t, out)
+            if out.dtype != y.dtype:
+                self._bad_dtype(t, out.dtype, y.dtype)
             return out if self.flat else out.reshape(-1)
         if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes) or any(
                 not isinstance(o, torch.Tensor) or o.shape != s for o, s in zip(out, self.shapes)):
             self._bad(t, out)
+        if any(o.dtype != y.dtype for o in out):
+            self._bad_dtype(t, next(o.dtype for o in out if o.dtype != y.dtype), y.dtype)
         return torch.cat([o.reshape(-1) for o in out])
+
+    @staticmethod
+    def _bad_dtype(t, got, want):
+        # a float32 field under a float64 state would silently cap the solve at float32 accuracy
+        raise InputError(f"func returned {got} at t = {float(t)!r} for a {want} state; return the state's dtype "
+                         f"(e.g. build the field's tensors with dtype=y.dtype)")
 
     def _bad(self, t, out):
         got = (tuple(tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__ for o in out)
@@ -91,13 +104,17 @@ def _state(y0) -> tuple[torch.Tensor, list[torch.Size], bool]:
         name = f"y0[{i}]" if is_tuple else "y0"
         if not isinstance(block, torch.Tensor):
             raise InputError(f"{name} must be a torch.Tensor, got {type(block).__name__}")
+        if block.dtype in LOW_PRECISION:
+            raise InputError(f"{name} is {block.dtype}, too coarse for an ODE solve (steps vanish against the state "
+                             f"and time); solve in float32 or float64 (y0.float()) and cast the result back")
         if block.dtype not in STATE_DTYPES:
-            raise InputError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64, or complex64/"
-                             f"complex128 for odeint), got {block.dtype}")
+            raise InputError(f"{name} must be a floating tensor (float32/float64, or complex64/complex128 for "
+                             f"odeint), got {block.dtype}")
         if block.dtype != blocks[0].dtype or block.device != blocks[0].device:
             raise InputError(f"every block of y0 must share y0[0]'s dtype and device ({blocks[0].dtype}, "
                              f"{blocks[0].device}); {name} is {block.dtype} on {block.device}")
-    flat = torch.cat([b.reshape(-1) for b in blocks]) if is_tuple else y0.reshape(-1)
+    # a copy, never a view: a func that writes into its y argument must not change the caller's y0
+    flat = torch.cat([b.reshape(-1) for b in blocks]) if is_tuple else y0.reshape(-1).clone()
     if flat.numel() == 0:
         raise InputError("y0 must have at least one element")
     with torch.no_grad():
@@ -264,7 +281,7 @@ def _event_grid(s0: float, opts: FixedOptions, flat: torch.Tensor):
     if real == torch.float64:
         yield from event_grid(s0, opts)
         return
-    to_dtype = {torch.float32: np.float32, torch.float16: np.float16}.get(real, np.float32)
+    to_dtype = np.float32  # float64 returned above; float16/bfloat16 states are refused
     s, h = to_dtype(s0), to_dtype(opts.step_size)
     while True:
         yield float(s)
