@@ -27,9 +27,11 @@ NORM_MIXED = 2
 class Controller:
     """An adaptive step-size controller preset.
 
-    ``torchdiffeq`` (0.2.5 dopri5): accept when ratio ≤ 1; factor = min(ifactor, max(safety / ratio^(1/5), d)) with
-    d = 1 after an accepted step (accepted steps never shrink the next) and d = dfactor after a rejection; steps
-    overshoot the last output time; underflow when t + dt == t.
+    ``torchdiffeq`` (0.2.5's adaptive RK solvers): accept when ratio ≤ 1 (or the step is at ``min_step``);
+    factor = min(ifactor, max(safety / ratio^(1/order), d)) with d = 1 after an accepted step (accepted steps never
+    shrink the next) and d = dfactor after a rejection; steps overshoot the last output time; underflow when
+    t + dt == t. Its ``tableau`` is used for method "dopri5"; :func:`gqref.solve` takes the other pairs' tableaux
+    from :data:`gqref.tableau.ADAPTIVE_TABLEAUX`, and ``options`` may override safety/ifactor/dfactor.
     ``scipy`` (solve_ivp RK45): accept when ratio < 1; growth capped at 1 right after a rejection; steps are
     clipped to land on the last output time; the initial step is capped by the interval; underflow when a rejected
     step falls below 10 ulps of t. Each uses its library's embedded error weights.

