@@ -26,8 +26,8 @@ from gqtorch.augmented import (
     check_times,
     solve_event_then,
 )
+from gqtorch.backsolve import BacksolveFunction, BacksolveSetup, user_outputs
 from gqtorch.controller import as_norm
-from gqtorch.gq import BacksolveFunction, _Setup, user_outputs
 from gqtorch.solve import FlatField, _state, integrate_plan, plan_method
 from gqtorch.steps import CALLBACK_NAMES, Callbacks
 
@@ -66,7 +66,7 @@ class AdjointNorm:
         return torch.stack(norms).max()
 
 
-def adjoint_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
+def adjoint_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
     """(dL/dy0 flat, dL/dparams, dL/dt or None) by the backsolve adjoint; fills ``setup.stats``' backward fields."""
     field, stats, t_grad = setup.field, setup.stats, setup.t_grad
     t = setup.t_host
@@ -161,7 +161,7 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, meth
     if forward_plan.norm is not None:  # the adjoint's default norm uses the caller's forward norm on y and adj_y
         state_norm = as_norm(forward_plan.norm, None, field.split, flat.dtype, flat.device)
     stats = GradientStats(method="seminorm" if seminorm else "adjoint")
-    setup = _Setup(func=func, field=field, rtol=rtol, atol=atol, method=method,
+    setup = BacksolveSetup(func=func, field=field, rtol=rtol, atol=atol, method=method,
                    options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, seminorm=seminorm,
                    back_plan=back_plan, user_norm=user_norm, state_norm=state_norm,
                    back_callbacks=Callbacks.of(func, adjoint=True, method=back_plan.method,

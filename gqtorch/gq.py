@@ -28,7 +28,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 from gqref.errors import InputError
 from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
@@ -59,61 +58,13 @@ from gqtorch.augmented import (
     node_vjps,
     solve_event_then,
 )
+from gqtorch.backsolve import BacksolveFunction, BacksolveSetup, user_outputs
 from gqtorch.dense import DenseOutput, DenseReader, dense_output
 from gqtorch.panels import TorchPanelSums
 from gqtorch.quadrature import gauss_legendre, node_count, reference_rule
-from gqtorch.solve import ADAPTIVE_METHODS, FlatField, _state, odeint, plan_method
+from gqtorch.solve import ADAPTIVE_METHODS, FlatField, _state, plan_method
 from gqtorch.steps import Callbacks
 from gqtorch.tableau import torch_tableau
-
-
-def flat_outputs(ys, n_t: int) -> torch.Tensor:
-    """``odeint``'s result (a tensor or a tuple of blocks) as one (n_t, N) tensor."""
-    if isinstance(ys, tuple):
-        return torch.cat([y.reshape(n_t, -1) for y in ys], dim=1)
-    return ys.reshape(n_t, -1)
-
-
-def user_outputs(ys: torch.Tensor, field: FlatField):
-    """The (n_t, N) result in the caller's layout."""
-    n_t = ys.shape[0]
-    if field.is_tuple:
-        return tuple(b.reshape(n_t, *s) for b, s in zip(ys.split(field.sizes, dim=1), field.shapes))
-    return ys.reshape(n_t, *field.shapes[0])
-
-
-class _Setup:
-    """Everything the backward pass needs that is not a tensor input."""
-
-    def __init__(self, **kwargs):
-        self.__dict__.update(kwargs)
-
-
-class BacksolveFunction(torch.autograd.Function):
-    """Forward: the solve under no_grad, keeping only the outputs (memory O(K·S), no graph). Backward: the method's
-    own backward sweep, ``setup.backward`` (GQ here, the continuous adjoint in :mod:`gqtorch.adjoint`)."""
-
-    @staticmethod
-    def forward(ctx, setup: _Setup, y0: torch.Tensor, t: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            ys, stats = odeint(setup.func, setup.field.split(y0), t.detach(), rtol=setup.rtol, atol=setup.atol,
-                               method=setup.method, options=setup.options, return_stats=True)
-        ys = flat_outputs(ys, t.shape[0])
-        setup.stats.nfe_forward = stats.nfe
-        setup.stats.steps_forward = stats.n_accepted
-        setup.stats.rejected_forward = stats.n_rejected
-        ctx.setup = setup
-        ctx.save_for_backward(ys, *params)
-        return ys
-
-    @staticmethod
-    @once_differentiable  # the backward sweep runs without a graph: a second derivative must fail, not be wrong
-    def backward(ctx, grad_ys: torch.Tensor):
-        setup = ctx.setup
-        ys, *params = ctx.saved_tensors
-        with torch.no_grad():
-            dy0, dparams, dt = setup.backward(setup, ys, grad_ys, tuple(params))
-        return (None, dy0, dt, *dparams)
 
 
 class BackwardSweep:
@@ -125,7 +76,7 @@ class BackwardSweep:
     node sums to ``dL_dt0`` and read the counters ``nfe`` and ``steps``.
     """
 
-    def __init__(self, setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor):
+    def __init__(self, setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor):
         self.setup, self.ys = setup, ys
         self.field, self.t = setup.field, setup.t_host
         self.size = ys.shape[1]
@@ -175,7 +126,7 @@ class BackwardSweep:
         return self.dL_dt.to(self.setup.t_dtype)
 
 
-def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
+def gq_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...]):
     """(dL/dy0 flat, dL/dparams, dL/dt or None) by GQ; fills ``setup.stats``' backward fields."""
     rule = setup.rule
     if isinstance(rule, IntervalRule):
@@ -197,7 +148,7 @@ def gq_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tu
     return result
 
 
-def interval_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...],
+def interval_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...],
                       rule: IntervalRule, counts: list[int] | None = None):
     """The paper's rule: n_i Gauß–Legendre nodes per interval as output times of the backward solve (``counts``,
     first interval first, replaces the node rule: the auto rule's reuse of a checked node set)."""
@@ -242,7 +193,7 @@ def interval_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, para
     return sweep.state[size:], dL_dparams, dL_dt
 
 
-def dense_backward(setup: _Setup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...],
+def dense_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, params: tuple[torch.Tensor, ...],
                    counts: list[int] | None = None):
     """"step" and "adaptive": one sweep of backward solves recording their dense outputs, then the quadrature.
 
@@ -433,7 +384,7 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, m
     output_times(t.detach().to("cpu", torch.float64).numpy())  # order checked before any solve
     t_host = t.detach().to("cpu", torch.float64).numpy().tolist()
     stats = GradientStats(method="gq", quadrature=rule.name, rule=rule)
-    setup = _Setup(func=func, field=FlatField(func, shapes, is_tuple), rtol=rtol, atol=atol, method=method,
+    setup = BacksolveSetup(func=func, field=FlatField(func, shapes, is_tuple), rtol=rtol, atol=atol, method=method,
                    options=options, adjoint_rtol=back_rtol, adjoint_atol=back_atol, rule=rule,
                    back_plan=back_plan, back_callbacks=Callbacks.of(func, adjoint=True, method=back_plan.method),
                    t_host=t_host, t_grad=t_grad, t_dtype=t.dtype, stats=stats, backward=gq_backward)
