@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "reference": "validation.bench_reference",
     "gradients": "validation.bench_gradients",
     "quadrature": "validation.bench_quadrature",
+    "methods": "validation.bench_methods",
 }
 DEFAULT_REPEATS = 20
 
