@@ -151,7 +151,8 @@ def adaptive_steps(f, y0: torch.Tensor, s_start: float, direction: float, rtol: 
         if track and (counts.n_accepted + counts.n_rejected) > 0:
             k = y0.new_empty((n_stages, y0.shape[0]))
             k[0] = f_start
-        y1, err = rk_step(f, direction * s_hi, h, y, k, tab, shift_0)
+        y1, err = rk_step(f, direction * s_hi, h, y, k, tab, shift_0,
+                          direction * s_end if (on_step or on_jump) else None)
         counts.nfe += n_stages - 1
         ratio, y1_abs = error_ratio(err, y_abs, y1, rtol, atol, norm)
         with torch.no_grad():
