@@ -27,9 +27,6 @@ n_steps, grid, steps_ys), with ``f(t, y, p)`` the flat NumPy field in the caller
 generator of :class:`GridStep` with the step's interpolant, for event location, over any grid of solver times
 such as :func:`event_grid`). :mod:`gqtorch.fixed_grid` is the twin on tensors and shares the option handling,
 grids, stage placement and interpolation weights defined here.
-
-The legacy compiled kernel :data:`FIXED` (:func:`integrate_fixed`: linear outputs, no options) stays until
-:mod:`gqref.solve` calls :func:`solve_fixed`.
 """
 
 from __future__ import annotations
@@ -43,9 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gqref._numba import jitable, kernel
 from gqref.adams import ADAMS_METHODS, DEFAULT_MAX_ITERS, MAX_ORDER, MIN_ORDER, AdamsStepper
-from gqref.dopri5 import rk_stages
 from gqref.errors import NONFINITE_FIELD, SUCCESS, InputError
 from gqref.tableau import FIXED_GRID_TABLEAUX, RK4, Tableau, float_tableau
 
@@ -419,58 +414,3 @@ def solve_fixed(f: Callable, p, y0: np.ndarray, s_out: np.ndarray, direction: fl
     except _NonFinite as stop:
         return FixedResult(NONFINITE_FIELD, stop.s, ys, evaluate.nfe, n_steps, grid, steps_ys[:n_steps])
     return FixedResult(SUCCESS, float(grid[-1]), ys, evaluate.nfe, n_steps, grid, steps_ys)
-
-
-# --- legacy compiled kernel (euler / midpoint / rk4, linear outputs, no options) ---------------------------------
-
-@jitable
-def _linear(y0, y1, t0, t1, t, out):
-    if t == t0:
-        out[:] = y0
-    elif t == t1:
-        out[:] = y1
-    else:
-        slope = (t - t0) / (t1 - t0)
-        for i in range(out.shape[0]):
-            out[i] = y0[i] + slope * (y1[i] - y0[i])
-
-
-def integrate_fixed(f, p, y0, s_out, direction, grid, a, b, c):
-    """Step over ``grid`` (increasing, from s_out[0] to s_out[-1]).
-
-    Returns (status, s at stop, ys, step states, nfe, steps taken).
-    """
-    n = y0.shape[0]
-    n_out = s_out.shape[0]
-    n_stages = c.shape[0]
-    ys = np.empty((n_out, n), dtype=y0.dtype)
-    ys[0] = y0
-    k = np.empty((n_stages, n), dtype=y0.dtype)
-    y = y0.copy()
-    y1 = np.empty_like(y0)
-    y_stage = np.empty_like(y0)
-    steps_ys = np.empty((grid.shape[0] - 1, n), dtype=y0.dtype)
-    nfe = 0
-    j = 1
-    for step in range(grid.shape[0] - 1):
-        t0 = grid[step]
-        t1 = grid[step + 1]
-        dt = t1 - t0
-        failed = rk_stages(f, p, direction, t0, dt, y, k, y_stage, a, c, 0)
-        nfe += n_stages if failed < 0 else failed + 1
-        if failed >= 0:
-            return NONFINITE_FIELD, t0 + c[failed] * dt, ys, steps_ys[:step], nfe, step
-        for i in range(n):
-            acc = 0.0
-            for m in range(n_stages):
-                acc += k[m, i] * b[m]
-            y1[i] = y[i] + dt * acc
-        steps_ys[step] = y1
-        while j < n_out and t1 >= s_out[j]:
-            _linear(y, y1, t0, t1, s_out[j], ys[j])
-            j += 1
-        y[:] = y1
-    return SUCCESS, grid[grid.shape[0] - 1], ys, steps_ys, nfe, grid.shape[0] - 1
-
-
-FIXED = kernel(integrate_fixed)

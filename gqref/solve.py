@@ -12,13 +12,12 @@ from gqref.adaptive import ADAPTIVE, DEFAULT_MAX_STEPS, AdaptiveOptions, adaptiv
 from gqref.controller import SCIPY, Controller, ErrorNorm, as_controller, as_norm
 from gqref.errors import InputError, raise_for_status
 from gqref.field import VectorField, as_field, flat_python_function
-from gqref.fixed_grid import FIXED, step_size_grid
+from gqref.fixed_grid import FIXED_METHODS, FIXED_OPTIONS, fixed_options, solve_fixed
 from gqref.interp import fit_matrix
 from gqref.tableau import ADAPTIVE_TABLEAUX, DOPRI5, FIXED_GRID_TABLEAUX, Tableau, float_tableau
 
 ADAPTIVE_METHODS = tuple(ADAPTIVE_TABLEAUX)
-METHODS = ADAPTIVE_METHODS + tuple(FIXED_GRID_TABLEAUX)
-FIXED_OPTIONS = ("step_size",)
+METHODS = ADAPTIVE_METHODS + tuple(FIXED_METHODS)
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class StepMethod:
     """
 
     name: str
-    tableau: Tableau
+    tableau: Tableau | None  # None: an Adams method (no Runge–Kutta tableau to replay)
     adaptive: bool
     nudged: bool
     jump_t: tuple[float, ...] = ()
@@ -158,10 +157,10 @@ def _options(options, method: str) -> tuple[AdaptiveOptions | None, dict]:
         raise InputError(f"options must be a dict, got {type(options).__name__}")
     if method in ADAPTIVE_METHODS:
         return adaptive_options(options, method=method)
-    unknown = [key for key in (options or {}) if key not in FIXED_OPTIONS]
+    unknown = [key for key in (options or {}) if key not in FIXED_OPTIONS[method]]
     if unknown:
         raise InputError(f"options {unknown} are not supported for method {method!r}; supported: "
-                         f"{list(FIXED_OPTIONS)}")
+                         f"{list(FIXED_OPTIONS[method])}")
     return None, dict(options or {})
 
 
@@ -284,17 +283,19 @@ def solve(
     else:
         if first_step is not None:
             raise InputError(f"first_step applies to adaptive methods, not {method!r}")
-        step_size = positive_number("step_size", _merge("step_size", step_size, "step_size", rest),
-                                    allow_none=True)
-        tableau = FIXED_GRID_TABLEAUX[method]
-        tab = float_tableau(tableau)
-        grid = step_size_grid(s_out, step_size)
+        rest["step_size"] = positive_number("step_size", _merge("step_size", step_size, "step_size", rest),
+                                            allow_none=True)
+        fixed = fixed_options(method, rest)
         f, variant = prepare_field(field, y0, float(t_given[0]), params)
-        status, s_stop, ys, steps_ys, nfe, n_acc = getattr(FIXED, variant)(f, params, flat, s_out, direction, grid,
-                                                                          tab.a, tab.b, tab.c)
+        # a grid_constructor is called as torchdiffeq calls it: the caller's f, y0 and output times
+        result = solve_fixed(f, params, flat, s_out, direction, method, fixed, rtol, atol_vec,
+                             grid_args=(field.f, y0, t_given))
+        status, s_stop, ys, nfe, n_acc, grid = (result.status, result.s_stop, result.ys, result.nfe, result.n_steps,
+                                                result.grid)
         n_rej = 0
         steps = Steps(ts=direction * grid[1:n_acc + 1], hs=direction * np.diff(grid[: n_acc + 1]),
-                      ys=steps_ys.reshape((-1, *y0.shape)), error_ratios=np.full(n_acc, np.nan))
+                      ys=result.steps_ys.reshape((-1, *y0.shape)), error_ratios=np.full(n_acc, np.nan))
+        tableau = FIXED_GRID_TABLEAUX.get(method)
         how = StepMethod(name=method, tableau=tableau, adaptive=False, nudged=False)
     raise_for_status(int(status), float(direction * s_stop), max_steps=max_steps)
     return Solution(ts=t_given, ys=ys.reshape((len(s_out), *y0.shape)), steps=steps,

@@ -28,9 +28,7 @@ device from Python floats (float64, then the state's dtype, then one-ulp ``nexta
 :func:`fixed_callbacks` (func, method, adjoint) reads the callbacks a fixed-grid method supports off the caller's
 func (warning about accept/reject callbacks, which it never calls). ``callbacks.step(t0, y0, dt)`` is called
 before every grid step (t0, dt as 0-d tensors of the state's dtype in
-the caller's time, dt signed; y0 in the caller's layout). The legacy :func:`integrate_fixed` (euler / midpoint /
-rk4, linear outputs, no options) stays until :mod:`gqtorch.solve` and :mod:`gqtorch.adjoint` call
-:func:`solve_fixed`.
+the caller's time, dt signed; y0 in the caller's layout).
 """
 
 from __future__ import annotations
@@ -59,12 +57,11 @@ from gqref.fixed_grid import (
 )
 from gqref.tableau import FIXED_GRID_TABLEAUX, RK4, Tableau
 from gqtorch.adams import AdamsStepper
-from gqtorch.dopri5 import combine, rk_stages
+from gqtorch.dopri5 import combine
 from gqtorch.steps import NO_CALLBACKS, AcceptedStep, Callbacks
-from gqtorch.tableau import TorchTableau
 
 __all__ = ["FIXED_METHODS", "FIXED_OPTIONS", "SUPPORTED_CALLBACKS", "FixedOptions", "FixedSolve", "Tally", "event_grid",
-           "fixed_callbacks", "fixed_options", "fixed_steps", "integrate_fixed", "solve_fixed", "step_size_grid",
+           "fixed_callbacks", "fixed_options", "fixed_steps", "solve_fixed", "step_size_grid",
            "torch_grid"]
 
 
@@ -314,42 +311,3 @@ def solve_fixed(field: Callable, y0: torch.Tensor, s_out: list[float], direction
     if status != SUCCESS:
         return FixedSolve(status, s_bad, None, tally.nfe, steps_before)
     return FixedSolve(SUCCESS, grid[-1], torch.cat(outputs), tally.nfe, tally.n_steps)
-
-
-# --- legacy loop (euler / midpoint / rk4, linear outputs, no options) ---------------------------------------------
-
-def integrate_fixed(f, y0: torch.Tensor, s_out: list[float], direction: float, grid: list[float],
-                    tab: TorchTableau):
-    """Step over ``grid`` (increasing, from s_out[0] to s_out[-1]); returns (status, s at stop, ys, nfe, steps)."""
-    n_out = len(s_out)
-    n_stages = tab.stages
-    track = torch.is_grad_enabled()
-    outputs = [y0.unsqueeze(0)]
-    k = y0.new_empty((n_stages, y0.shape[0]))
-    finite = []
-    y = y0
-    j = 1
-    for step in range(len(grid) - 1):
-        s0, s1 = grid[step], grid[step + 1]
-        dt = s1 - s0
-        h = direction * dt
-        if track and step > 0:
-            k = y0.new_empty((n_stages, y0.shape[0]))
-        rk_stages(f, direction * s0, h, y, k, tab.a, tab.c, 0)
-        with torch.no_grad():
-            finite.append(torch.isfinite(k).all(dim=1))
-        y1 = combine(y, k, tab.b, n_stages, h)
-        while j < n_out and s1 >= s_out[j]:
-            outputs.append(_linear(s0, s1, y, y1, s_out[j]).unsqueeze(0))
-            j += 1
-        y = y1
-    n_steps = len(grid) - 1
-    nfe = n_steps * n_stages
-    if finite:
-        flags = torch.stack(finite).tolist()  # the solve's one host transfer
-        bad = next((i for i, row in enumerate(flags) if not all(row)), -1)
-        if bad >= 0:
-            failed = flags[bad].index(False)
-            s0, s1 = grid[bad], grid[bad + 1]
-            return NONFINITE_FIELD, s0 + tab.c_host[failed] * (s1 - s0), None, nfe, bad
-    return SUCCESS, grid[-1], torch.cat(outputs), nfe, n_steps
