@@ -8,7 +8,8 @@ max(rms(z), rms(a)); parameters are not in the backward state. At the nodes, W_j
 nodes of the interval come from one batched call and one ``autograd.grad``; at t_{i−1} z is re-anchored to the
 forward value and the incoming gradient is added to a.
 
-That is the paper's rule, ``quadrature="interval"`` (the default; its arithmetic is unchanged). As in
+That is the paper's rule, ``quadrature="interval"`` (its arithmetic is unchanged); the default, ``"auto"``, checks it
+with Kronrod extensions and refines where needed (:mod:`gqref.panels`). As in
 :mod:`gqref.gq` (which explains the rules and why), two more read their nodes from the backward dense output after
 each interval's solve: the solver records every accepted step's quartic (:mod:`gqtorch.dense`; no replay, so no
 extra evaluations, unlike gqref), and the panels are the backward steps, the last one of each interval clipped at
@@ -331,7 +332,10 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, m
     gradient is paid only at the few Gauß–Legendre nodes. ``quadrature`` picks the rule (as
     ``gqref.gradient(method="gq")``; reasons in :mod:`gqref.gq`):
 
-    - ``"interval"`` (default, the paper's): ``gtol`` is the node-rule constant C (default 0.1; more nodes when
+    - ``"auto"`` (default): the paper's nodes plus their Kronrod extension, refined until the estimated error meets
+      ``gtol`` (default max(adjoint rtol, 100·ε)) + ``gatol``; ``max_nodes`` is the refinement budget, ``strict``
+      turns its warning into an error (:class:`gqref.rules.AutoRule`).
+    - ``"interval"`` (the paper's): ``gtol`` is the node-rule constant C (default 0.1; more nodes when
       larger, not a tolerance), ``max_nodes`` the cap per interval (default 64); no ``gatol``.
     - ``"step"``: 3 Gauß–Legendre nodes on every accepted backward step; takes no ``gtol``, ``gatol`` or
       ``max_nodes``.

@@ -331,17 +331,21 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str 
     state shaped like ``y0``. ``y0``: a float tensor of any shape, or a tuple of tensors (sharing dtype and
     device; the result is then a tuple). ``t``: strictly increasing or decreasing times (a tensor or sequence,
     read as float64). ``rtol``: a positive number. ``atol``: a positive number, a tensor broadcasting to ``y0``,
-    or (tuple state) one such entry per block. ``method``: ``"dopri5"`` (default; torchdiffeq's adaptive
-    Dormand–Prince with its step control, outputs by the quartic dense output, steps never cut to land on
-    ``t``) or the fixed-grid ``"euler"``, ``"midpoint"``, ``"rk4"`` (Kutta's 3/8 rule, as torchdiffeq).
-    ``options``: for dopri5 ``first_step``, ``max_num_steps`` (attempted steps in the whole solve, default
-    100 000), ``norm`` (``"rms"``, ``"max"`` or a callable on the scaled error in y0's layout; default RMS, or the
-    max of the blocks' RMS for a tuple state); for the fixed-grid methods ``step_size``.
-    ``return_stats=True`` returns ``(ys, stats)`` with ``stats`` a :class:`gqref.Stats` (``nfe``: every
-    evaluation of ``func``; ``n_accepted``, ``n_rejected``: steps). ``event_fn`` is not supported.
+    or (tuple state) one such entry per block. ``method``: any of :data:`METHODS` — the adaptive pairs (``"dopri5"``,
+    the default, ``"dopri8"``, ``"bosh3"``, ``"fehlberg2"``, ``"adaptive_heun"``, ``"tsit5"``: torchdiffeq's step
+    control, outputs by the quartic dense output, steps never cut to land on ``t``), the fixed grids (``"euler"``,
+    ``"midpoint"``, ``"rk4"`` (Kutta's 3/8 rule), ``"heun2"``, ``"heun3"``), the Adams methods
+    (``"explicit_adams"``, ``"implicit_adams"``) and ``"scipy_solver"``. ``options``: torchdiffeq's, per method
+    (:func:`plan_method` validates them; the list is in ``docs/compatibility.md``); ``max_num_steps`` counts the
+    attempted steps of the whole solve (default 100 000). Step callbacks (``func.callback_step`` etc.) are called
+    as torchdiffeq calls them. ``event_fn(t, y)``: with ``t`` of two times, solve until it changes sign and return
+    ``(event_t, ys)`` with ``ys`` the states at t[0] and at the event (``(event_t, ys, stats)`` with
+    ``return_stats``). ``return_stats=True`` returns ``(ys, stats)`` with ``stats`` a :class:`gqref.Stats`
+    (``nfe``: every evaluation of ``func``; ``n_accepted``, ``n_rejected``: steps).
 
     Backprop through the result gives the exact derivative of the computed solution (step sizes held fixed)
-    with respect to ``y0``, everything ``func`` closes over and, for dopri5, ``t`` (stage times move with t[0],
+    with respect to ``y0``, everything ``func`` closes over and, for the adaptive pairs, ``t`` (stage times move
+    with t[0],
     each output's position in its step with its own time: gqref's ``discrete`` gradient). For the fixed-grid
     methods dL/dt comes from the flow's time identities instead (see :func:`_time_shifted`; K + 1 more
     evaluations, counted in ``nfe``).
