@@ -30,7 +30,9 @@ def adjoint_gradient(field: VectorField, forward: Solution, params: np.ndarray, 
     shape = ys.shape[1:]
     size = int(np.prod(shape, dtype=np.int64))
     n_params = params.size
-    dynamics = backward_dynamics(field, shape, full=True, time=t_grad)
+    # adj_t is integrated whenever the field can give ∂f/∂t, as torchdiffeq does even when t needs no gradient:
+    # it sits in the step control's norm, so a time-dependent field's backward steps depend on it
+    dynamics = backward_dynamics(field, shape, full=True, time=t_grad or field.vjp_t is not None)
     norm = adjoint_norm(size, param_blocks, seminorm)
     z = slice(1, 1 + size)
     a = slice(1 + size, 1 + 2 * size)

@@ -80,7 +80,7 @@ def _python_dynamics(field: VectorField, shape: tuple[int, ...], full: bool, tim
 def backward_dynamics(field: VectorField, shape: tuple[int, ...], full: bool, time: bool = True) -> VectorField:
     """The adjoint's augmented dynamics (``full``) or GQ's [z, a] dynamics, as a field on the flat state.
 
-    Without ``time`` the adjoint's adj_t stays 0, as in torchdiffeq when t does not require a gradient.
+    Without ``time`` the adjoint's adj_t stays 0 (a field without ∂f/∂t; torchdiffeq integrates it whenever it can).
     """
     require_vjps(field, (("vjp_t",) if time else ()) + ("vjp_y", "vjp_p") if full else ("vjp_y",))
     if field.compiled:

@@ -265,6 +265,24 @@ def solve_event_then(backsolve: Callable, func: Callable, y0, t, event_fn, *, rt
         event_t, _ = odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
     times = torch.stack([torch.as_tensor(t)[0].detach().to(event_t.dtype), event_t])
     result = backsolve(func, y0, times, rtol=rtol, atol=atol, method=method, options=options, **kwargs)
-    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], GradientStats):
-        return event_t, result[0], result[1]
-    return event_t, result
+    ys, stats = (result if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], GradientStats)
+                 else (result, None))
+    last = torch.cat([y[-1].reshape(-1) for y in ys]) if isinstance(ys, tuple) else ys[-1].reshape(-1)
+    if last.requires_grad:  # in the graph, so that backward() through it runs, as torchdiffeq's does
+        event_t = _EventTime.apply(event_t, last)
+    return (event_t, ys) if stats is None else (event_t, ys, stats)
+
+
+class _EventTime(torch.autograd.Function):
+    """The event time of an adjoint solve, joined to the graph of the final state with a zero derivative: its
+    gradient comes only through :func:`gqtorch.odeint_event` (the implicit function theorem), as in torchdiffeq."""
+
+    @staticmethod
+    def forward(ctx, event_t: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(last)
+        return event_t.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (last,) = ctx.saved_tensors
+        return None, torch.zeros_like(last)

@@ -57,7 +57,6 @@ from gqref.fixed_grid import (
 )
 from gqref.tableau import FIXED_GRID_TABLEAUX, RK4, Tableau
 from gqtorch.adams import AdamsStepper
-from gqtorch.dopri5 import combine
 from gqtorch.steps import NO_CALLBACKS, AcceptedStep, Callbacks
 
 __all__ = ["FIXED_METHODS", "FIXED_OPTIONS", "SUPPORTED_CALLBACKS", "FixedOptions", "FixedSolve", "Tally", "event_grid",
@@ -143,9 +142,16 @@ class Tally:
 class _Evaluator:
     """The field at solver times (caller's time, state dtype, nudged one ulp when perturbing), counted in a tally."""
 
-    def __init__(self, field: Callable, direction: float, y0: torch.Tensor, perturb: bool, tally: Tally):
+    def __init__(self, field: Callable, direction: float, y0: torch.Tensor, perturb: bool, tally: Tally,
+                 check: bool = True):
         self.field, self.direction, self.perturb, self.tally = field, direction, perturb, tally
         self.dtype, self.device = y0.dtype, y0.device
+        # check=False: the caller checks the outputs once at the end (NaN/inf reach y) and re-runs with checks on
+        # to find where they started; per-step checks cost a fifth of a small field's step
+        self.check = check
+        real = y0.real.dtype if y0.is_complex() else y0.dtype
+        self.host_dtype = {torch.float64: np.float64, torch.float32: np.float32}.get(real) \
+            if self.device.type == "cpu" else None
 
     def _nudged(self, times: torch.Tensor, nudges) -> torch.Tensor:
         """nextafter(s, s + nudge) in solver time s = direction·t (so the ulp points along the integration)."""
@@ -153,7 +159,15 @@ class _Evaluator:
         return torch.nextafter(s, s + nudges) * self.direction
 
     def stage_times(self, plan: _TorchPlan, s0: float, s1: float) -> tuple[torch.Tensor, ...]:
-        """Every stage's time as a 0-d tensor, computed on the device (no host transfer)."""
+        """Every stage's time as a 0-d tensor: on the CPU from host floats (one tensor), elsewhere computed on the
+        device (no host transfer); the same float64 arithmetic, rounding and nudges either way."""
+        if self.host_dtype is not None:
+            s = np.array([plan.host.stage_s(i, s0, s1) for i in range(plan.stages)])
+            t = (self.direction * s).astype(self.host_dtype)
+            if self.perturb:  # nextafter along the integration, in the state's dtype
+                nudges = np.asarray(plan.host.nudges, dtype=self.host_dtype) * self.direction
+                t = np.where(nudges != 0, np.nextafter(t, t + nudges), t)
+            return torch.from_numpy(t).to(self.dtype).unbind()
         times = plan.c.mul(self.direction * (s1 - s0)).add_(self.direction * s0)
         if plan.end_on_grid:
             times[-1] = self.direction * s1
@@ -168,7 +182,8 @@ class _Evaluator:
 
     def __call__(self, s: float, nudge: int, y: torch.Tensor) -> torch.Tensor:
         f = self.call(self.time(s, nudge), y)
-        self.tally.record(torch.isfinite(f).all().reshape(1), (s,))
+        if self.check:
+            self.tally.record(torch.isfinite(f).all().reshape(1), (s,))
         return f
 
     def call(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -178,17 +193,32 @@ class _Evaluator:
 
 def _rk_step(evaluate: _Evaluator, plan: _TorchPlan, s0: float, s1: float, direction: float, y0: torch.Tensor,
              f0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y1, f0) of one RK step (stage inputs and y1 by ``addmv``); ``f0`` is evaluated unless given."""
+    """(y1, f0) of one RK step; ``f0`` is evaluated unless given.
+
+    Stage inputs and y1 are chains of ``torch.add(acc, k_j, alpha=h·w_j)`` over the nonzero weights, as
+    torchdiffeq writes its steps: for the few stages of a fixed-grid method that is fewer ops than a stage buffer
+    and ``addmv``, and a smaller autograd graph.
+    """
     h = direction * (s1 - s0)
     times = evaluate.stage_times(plan, s0, s1)
-    k = y0.new_empty((plan.stages, y0.shape[0]))  # fresh every step: f0 = k[0] must outlive the step
-    k[0] = evaluate.call(times[0], y0) if f0 is None else f0
+    a, b = plan.host.a, plan.host.b
+    ks = [evaluate.call(times[0], y0) if f0 is None else f0]
     for i in range(1, plan.stages):
-        k[i] = evaluate.call(times[i], combine(y0, k, plan.a[i], i, h))
-    stage_s = [plan.host.stage_s(i, s0, s1) for i in range(plan.stages)]
-    first = 0 if f0 is None else 1
-    evaluate.tally.record(torch.isfinite(k[first:]).all(dim=1), stage_s[first:])
-    return combine(y0, k, plan.b, plan.stages, h), k[0]
+        ks.append(evaluate.call(times[i], _weighted(y0, ks, a[i], h)))
+    if evaluate.check:
+        first = 0 if f0 is None else 1
+        stage_s = [plan.host.stage_s(i, s0, s1) for i in range(first, plan.stages)]
+        evaluate.tally.record(torch.isfinite(torch.stack(ks[first:])).all(dim=1), stage_s)
+    return _weighted(y0, ks, b, h), ks[0]
+
+
+def _weighted(y0: torch.Tensor, ks: list[torch.Tensor], weights: np.ndarray, h: float) -> torch.Tensor:
+    """y0 + h·Σ_j w_j k_j over the nonzero weights."""
+    out = y0
+    for w, k in zip(weights.tolist(), ks):
+        if w != 0.0:
+            out = torch.add(out, k, alpha=h * w)
+    return out
 
 
 def _stepper(evaluate: _Evaluator, y0: torch.Tensor, method: str, opts: FixedOptions, rtol: float,
@@ -293,11 +323,22 @@ def solve_fixed(field: Callable, y0: torch.Tensor, s_out: list[float], direction
     (unperturbed) solver time of the first such evaluation and ``n_steps`` the steps completed before it.
     """
     grid = torch_grid(s_out, direction, opts, grid_args)
+    result = _solve_on_grid(field, y0, s_out, grid, direction, method, opts, rtol, atol, callbacks, check=False)
+    if result.status == SUCCESS:
+        return result
+    # NaN/inf somewhere: re-run with per-evaluation checks to name where it started (callbacks are not repeated)
+    return _solve_on_grid(field, y0, s_out, grid, direction, method, opts, rtol, atol, NO_CALLBACKS, check=True)
+
+
+def _solve_on_grid(field: Callable, y0: torch.Tensor, s_out: list[float], grid: list[float], direction: float,
+                   method: str, opts: FixedOptions, rtol: float, atol: torch.Tensor, callbacks: Callbacks,
+                   check: bool) -> FixedSolve:
     tally = Tally()
-    evaluate = _Evaluator(field, direction, y0, opts.perturb, tally)
+    evaluate = _Evaluator(field, direction, y0, opts.perturb, tally, check=check)
     n_out = len(s_out)
     outputs = [y0.unsqueeze(0)]
     j = 1
+    y_last = y0
     for st in _grid_steps(evaluate, y0, grid, direction, method, opts, rtol, atol, callbacks):
         while j < n_out and st.s1 >= s_out[j]:
             if opts.interp == "cubic":  # a fresh f1 for every output, as torchdiffeq
@@ -307,7 +348,16 @@ def solve_fixed(field: Callable, y0: torch.Tensor, s_out: list[float], direction
                 out = _linear(st.s0, st.s1, st.y0, st.y1, s_out[j])
             outputs.append(out.unsqueeze(0))
             j += 1
-    status, s_bad, steps_before = tally.status()  # the solve's one host transfer
+        y_last = st.y1
+    ys = torch.cat(outputs)
+    if not check:
+        with torch.no_grad():  # the solve's one host transfer: NaN/inf in any stage reaches the state
+            finite = bool(torch.isfinite(ys).all()) and bool(torch.isfinite(y_last).all())
+        if finite:
+            return FixedSolve(SUCCESS, grid[-1], ys, tally.nfe, tally.n_steps)
+        return FixedSolve(NONFINITE_FIELD, grid[0], None, tally.nfe, 0)  # located by the checked re-run
+    status, s_bad, steps_before = tally.status()
     if status != SUCCESS:
         return FixedSolve(status, s_bad, None, tally.nfe, steps_before)
-    return FixedSolve(SUCCESS, grid[-1], torch.cat(outputs), tally.nfe, tally.n_steps)
+    # finite in every evaluation yet not in the state: overflow of the state itself
+    return FixedSolve(NONFINITE_FIELD, grid[-1], None, tally.nfe, tally.n_steps)

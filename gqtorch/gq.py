@@ -63,7 +63,7 @@ from gqtorch.backsolve import BacksolveFunction, BacksolveSetup, user_outputs
 from gqtorch.dense import DenseOutput, DenseReader, dense_output
 from gqtorch.panels import TorchPanelSums
 from gqtorch.quadrature import gauss_legendre, node_count, reference_rule
-from gqtorch.solve import ADAPTIVE_METHODS, FlatField, _state, plan_method
+from gqtorch.solve import ADAPTIVE_METHODS, FlatField, _state, integrate_plan, plan_method
 from gqtorch.steps import Callbacks
 from gqtorch.tableau import torch_tableau
 
@@ -86,7 +86,9 @@ class BackwardSweep:
         self.dynamics = GQDynamics(self.field, self.size)
         self.norm = MaskedBlockRmsNorm((self.size, self.size), (True, True), self.dtype, self.device)
         self.atol = torch.full((2 * self.size,), setup.adjoint_atol, dtype=self.dtype, device=self.device)
-        self.tab = torch_tableau(ADAPTIVE_TABLEAUX[setup.back_plan.method], self.dtype, self.device)
+        plan = setup.back_plan
+        self.tab = torch_tableau(ADAPTIVE_TABLEAUX[plan.method], self.dtype, self.device) if plan.is_adaptive \
+            else None
         self.state = torch.cat((ys[-1], self.dL_dy[-1]))
         self.dL_dt = torch.zeros(len(self.t), dtype=self.dtype, device=self.device) if setup.t_grad else None
         self.dL_dt0 = torch.zeros((), dtype=self.dtype, device=self.device)
@@ -108,6 +110,15 @@ class BackwardSweep:
         """[z, a] at ``times`` (t_i first, t_{i−1} last), from the current state."""
         setup = self.setup
         s_out, direction = output_times(np.asarray(times))
+        if self.tab is None:  # a fixed grid: the nodes read off its interpolant, the grid built on [t_i, t_{i−1}]
+            interval = torch.tensor([times[0], times[-1]], dtype=setup.t_dtype)
+            back, stats = integrate_plan(setup.back_plan, self.dynamics, self.state, s_out.tolist(), direction,
+                                         setup.adjoint_rtol, self.atol, None, callbacks=setup.back_callbacks,
+                                         grid_args=(self.dynamics, self.state, interval))
+            self.nfe += stats.nfe
+            self.steps += stats.n_accepted
+            self.direction = direction
+            return back
         back, counts = integrate_adaptive(
             self.dynamics, self.state, s_out.tolist(), direction, setup.adjoint_rtol, self.atol, self.norm,
             self.tab, setup.back_plan.adaptive, record=record, callbacks=setup.back_callbacks)
@@ -132,6 +143,9 @@ def gq_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, pa
     rule = setup.rule
     if isinstance(rule, IntervalRule):
         return interval_backward(setup, ys, dL_dy, params, rule)
+    if not setup.back_plan.is_adaptive:  # a fixed grid has no per-step dense output to check or refine on
+        setup.stats.quadrature_checked = False
+        return interval_backward(setup, ys, dL_dy, params, IntervalRule(C=rule.C))
     if not isinstance(rule, AutoRule):
         return dense_backward(setup, ys, dL_dy, params)
     t = setup.t_host
@@ -369,11 +383,14 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, m
                                 return_stats=return_stats, quadrature=quadrature, gatol=gatol, strict=strict)
     method = check_method(method)
     plan_method(method, options)  # the forward options, checked before anything runs
-    # GQ reads its nodes from the backward solve's dense output, so that solve must be an adaptive Runge–Kutta
-    # pair; a fixed-grid forward method still gets dopri5 backwards unless the caller names another.
-    if adjoint_method is None and method not in ADAPTIVE_METHODS:
-        adjoint_method, adjoint_options = "dopri5", adjoint_options or {}
-    back_plan, _, user_norm = backward_plan(method, options, adjoint_method, adjoint_options, adaptive_only=True)
+    # GQ reads its nodes off the backward solve's dense output: an adaptive pair's quartics, or a fixed grid's
+    # interpolant (as torchdiffeq's adjoint, the backward method defaults to the forward one)
+    back_plan, _, user_norm = backward_plan(method, options, adjoint_method, adjoint_options)
+    chosen = quadrature_rule(quadrature, gtol, gatol, max_nodes, strict)
+    if not back_plan.is_adaptive and isinstance(chosen, (StepRule, AdaptiveRule)):
+        raise InputError(f"quadrature={chosen.name!r} places its nodes on the backward solve's adaptive steps; the "
+                         f"backward method {back_plan.method!r} is a fixed grid: use quadrature='auto' or "
+                         f"'interval', or an adaptive adjoint_method, one of {list(ADAPTIVE_METHODS)}")
     if user_norm is not None:
         raise InputError("adjoint_options['norm'] as a callable is not supported by odeint_adjoint_gq: its backward "
                          "state [y, adj_y] has no time or parameter blocks; use 'seminorm' or leave it out")

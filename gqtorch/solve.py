@@ -222,7 +222,17 @@ class MethodPlan:
 
 
 def plan_method(method, options, *, name: str = "options", state_dtype: torch.dtype | None = None) -> MethodPlan:
-    """Validate ``method`` (None: dopri5) and its ``options`` dict (None: defaults); tensors become host numbers."""
+    """Validate ``method`` (None: dopri5) and its ``options`` dict (None: defaults); tensors become host numbers.
+    Errors name the dict as the caller passed it (``name``: "options" or "adjoint_options")."""
+    try:
+        return _plan_method(method, options, name, state_dtype)
+    except InputError as error:
+        if name == "options":
+            raise
+        raise InputError(str(error).replace("options", name, 1)) from None
+
+
+def _plan_method(method, options, name: str, state_dtype: torch.dtype | None) -> MethodPlan:
     method = "dopri5" if method is None else method
     if method not in METHODS:
         raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -242,12 +252,7 @@ def plan_method(method, options, *, name: str = "options", state_dtype: torch.dt
     if method in SCIPY_METHODS:
         scipy_options(options, complex_state=state_dtype is not None and state_dtype.is_complex)
         return MethodPlan(method=method, scipy=options)
-    try:
-        return MethodPlan(method=method, fixed=fixed_options(method, options))
-    except InputError as error:  # name the dict the caller passed (options or adjoint_options)
-        if name == "options":
-            raise
-        raise InputError(str(error).replace("options[", f"{name}[")) from None
+    return MethodPlan(method=method, fixed=fixed_options(method, options))
 
 
 def integrate_plan(plan: MethodPlan, field, y_start: torch.Tensor, s_list: list[float], direction: float,
@@ -276,7 +281,10 @@ def integrate_plan(plan: MethodPlan, field, y_start: torch.Tensor, s_list: list[
 def _event_grid(s0: float, opts: FixedOptions, flat: torch.Tensor):
     """gqref's unbounded event grid s0, s0 + h, …, accumulated in the state's real dtype as torchdiffeq does (its
     fixed-grid event loop keeps time in that dtype), so float32 events land where torchdiffeq's do."""
-    event_grid(s0, opts)  # the step_size check, with gqref's message
+    try:
+        event_grid(s0, opts)  # the step_size check
+    except InputError as error:
+        raise InputError(f"event_fn: {error}") from None
     real = flat.real.dtype if flat.is_complex() else flat.dtype
     if real == torch.float64:
         yield from event_grid(s0, opts)

@@ -300,7 +300,7 @@ def test_gq_only_bad_inputs(change, named):
 
 
 @pytest.mark.parametrize("change, named", [
-    ({"adjoint_method": "bosh3"}, "adjoint_method"), ({"adjoint_options": {"norm": "max"}}, "adjoint_options"),
+    ({"adjoint_method": "bogacki"}, "adjoint_method"), ({"adjoint_options": {"norm": "max"}}, "adjoint_options"),
     ({"adjoint_options": {"step_size": 0.1}}, "adjoint_options"), ({"adjoint_options": 3}, "adjoint_options"),
     ({"event_fn": lambda t, y: y}, "event_fn"),
 ])

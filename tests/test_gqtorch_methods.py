@@ -308,3 +308,35 @@ def test_fixed_grid_callbacks_run_once_per_grid_step_forward_and_backward(method
                                 options=dict(step_size=0.1))
     ys.sum().backward()
     assert counts == {"forward": 10, "adjoint": 10}  # 1 / 0.1 grid steps each way
+
+
+def test_gq_with_a_fixed_grid_backward_solve_uses_the_interval_rule_on_its_interpolant():
+    f = Counted("forced")
+    calls = []
+    f.callback_step_adjoint = lambda t0, y0, dt: calls.append(float(dt))
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    ys, stats = gqtorch.odeint_adjoint_gq(f, y0, TIMES["forward"], method="rk4", options=dict(step_size=0.01),
+                                          return_stats=True)
+    ys.pow(2).sum().backward()
+    assert len(calls) == 300 and stats.quadrature_checked is False  # rk4 backwards on the same 0.01 grid
+    ref_f = Counted("forced")
+    ref_y0 = y0.detach().clone().requires_grad_(True)
+    gqtorch.odeint(ref_f, ref_y0, TIMES["forward"], method="rk4", options=dict(step_size=0.01)).pow(2).sum().backward()
+    # two O(h⁴) approximations of the same gradient (h = 0.01, |grad| ~ 10): the paper's interval rule reads its
+    # nodes off the grid's linear interpolant, an O(h²) = 1e-4 relative error, which bounds the difference
+    assert _close(ref_f.A.grad, f.A.grad, 1e-3) and _close(ref_y0.grad, y0.grad, 1e-3)
+    with pytest.raises(InputError, match="fixed grid"):
+        gqtorch.odeint_adjoint_gq(f, y0, TIMES["forward"], method="rk4", options=dict(step_size=0.01),
+                                  quadrature="step")
+
+
+@pytest.mark.parametrize("backsolve", [gqtorch.odeint_adjoint, gqtorch.odeint_adjoint_gq])
+def test_event_time_of_a_backsolve_is_in_the_graph_with_a_zero_derivative(backsolve):
+    y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    event_t, ys = backsolve(lambda t, y: -y, y0, torch.tensor([0.0, 5.0], dtype=F64),
+                            event_fn=lambda t, y: y.sum() - 1.0, adjoint_params=(), rtol=1e-9, atol=1e-11)
+    assert abs(event_t.item() - math.log(3.0)) <= 1e-9  # (1 + 2)·e^(−t) = 1
+    event_t.backward(retain_graph=True)
+    assert float(y0.grad.abs().max()) == 0.0  # as torchdiffeq: the time's gradient comes through odeint_event
+    ys[-1].sum().backward()
+    assert torch.allclose(y0.grad, torch.full((2,), 1 / 3, dtype=F64), rtol=1e-7)  # d(y0·e^(−t*))/dy0, t* fixed

@@ -274,7 +274,7 @@ BAD_INPUTS = [
     ({"options": {"step_t": [0.5], "jump_t": [0.5]}}, "step_t"),
     ({"options": {"min_step": 0.5, "max_step": 0.1}}, "min_step"),
     ({"options": {"dfactor": 2.0}}, "dfactor"),
-    ({"options": {"dtype": torch.float32}}, "dtype"),
+    ({"options": {"dtype": "float32"}}, "dtype"),
     ({"options": {"grid_constructor": None}}, "grid_constructor"),
     ({"options": {"first_step": -0.1}}, "first_step"),
     ({"options": {"max_num_steps": 0}}, "max_num_steps"),
