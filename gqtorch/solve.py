@@ -281,19 +281,20 @@ def integrate_plan(plan: MethodPlan, field, y_start: torch.Tensor, s_list: list[
 def _event_grid(s0: float, opts: FixedOptions, flat: torch.Tensor):
     """gqref's unbounded event grid s0, s0 + h, …, accumulated in the state's real dtype as torchdiffeq does (its
     fixed-grid event loop keeps time in that dtype), so float32 events land where torchdiffeq's do."""
-    try:
-        event_grid(s0, opts)  # the step_size check
-    except InputError as error:
-        raise InputError(f"event_fn: {error}") from None
+    if opts.step_size is None:
+        raise InputError(f"event_fn with the fixed-grid method {opts.method!r} needs options['step_size'] (the grid "
+                         f"cannot be built from output times or a grid_constructor)")
     real = flat.real.dtype if flat.is_complex() else flat.dtype
     if real == torch.float64:
-        yield from event_grid(s0, opts)
-        return
-    to_dtype = np.float32  # float64 returned above; float16/bfloat16 states are refused
-    s, h = to_dtype(s0), to_dtype(opts.step_size)
-    while True:
-        yield float(s)
-        s = to_dtype(s + h)
+        return event_grid(s0, opts)
+
+    def float32_grid():
+        s, h = np.float32(s0), np.float32(opts.step_size)
+        while True:
+            yield float(s)
+            s = np.float32(s + h)
+
+    return float32_grid()
 
 
 def _solve_until_event(plan: MethodPlan, field: FlatField, flat: torch.Tensor, t, s_list: list[float],

@@ -274,7 +274,7 @@ BAD = [
     ({"adjoint_params": None}, "adjoint_params"),
     ({"adjoint_params": [1.0]}, "adjoint_params[0]"), ({"adjoint_params": 3}, "adjoint_params"),
     ({"adjoint_rtol": -1.0}, "adjoint_rtol"), ({"adjoint_atol": 0.0}, "adjoint_atol"),
-    ({"atol": torch.tensor([1e-9], dtype=F64)}, "adjoint_atol"), ({"rtol": -1.0}, "rtol"),
+    ({"atol": (1e-9,)}, "adjoint_atol"), ({"rtol": -1.0}, "rtol"),
     ({"y0": [1.0]}, "y0"), ({"t": torch.tensor([0.0, 1.0, 0.5], dtype=F64)}, "t"),
     ({"t": torch.tensor([0, 1])}, "t"), ({"method": "rk45"}, "method"), ({"func": 3}, "func"),
     ({"return_stats": 1}, "return_stats"),
@@ -302,7 +302,7 @@ def test_gq_only_bad_inputs(change, named):
 @pytest.mark.parametrize("change, named", [
     ({"adjoint_method": "bogacki"}, "adjoint_method"), ({"adjoint_options": {"norm": "max"}}, "adjoint_options"),
     ({"adjoint_options": {"step_size": 0.1}}, "adjoint_options"), ({"adjoint_options": 3}, "adjoint_options"),
-    ({"event_fn": lambda t, y: y}, "event_fn"),
+    ({"event_fn": lambda t, y: 1.0}, "event_fn"),
 ])
 def test_adjoint_only_bad_inputs(change, named):
     kwargs = {**_good(), **change}
