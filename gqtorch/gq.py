@@ -63,7 +63,7 @@ from gqtorch.backsolve import BacksolveFunction, BacksolveSetup, user_outputs
 from gqtorch.dense import DenseOutput, DenseReader, dense_output
 from gqtorch.panels import TorchPanelSums
 from gqtorch.quadrature import gauss_legendre, node_count, reference_rule
-from gqtorch.solve import ADAPTIVE_METHODS, FlatField, _state, integrate_plan, plan_method
+from gqtorch.solve import ADAPTIVE_METHODS, SCIPY_METHODS, FlatField, _state, integrate_plan, plan_method
 from gqtorch.steps import Callbacks
 from gqtorch.tableau import torch_tableau
 
@@ -385,7 +385,12 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, m
     plan_method(method, options)  # the forward options, checked before anything runs
     # GQ reads its nodes off the backward solve's dense output: an adaptive pair's quartics, or a fixed grid's
     # interpolant (as torchdiffeq's adjoint, the backward method defaults to the forward one)
+    if adjoint_method is None and method in SCIPY_METHODS:  # scipy's solve has no dense output to read nodes off
+        adjoint_method, adjoint_options = "dopri5", adjoint_options or {}
     back_plan, _, user_norm = backward_plan(method, options, adjoint_method, adjoint_options)
+    if back_plan.scipy is not None:
+        raise InputError(f"adjoint_method 'scipy_solver' gives GQ no dense output to place its nodes on; use an "
+                         f"adaptive method, one of {list(ADAPTIVE_METHODS)}, or a fixed grid")
     chosen = quadrature_rule(quadrature, gtol, gatol, max_nodes, strict)
     if not back_plan.is_adaptive and isinstance(chosen, (StepRule, AdaptiveRule)):
         raise InputError(f"quadrature={chosen.name!r} places its nodes on the backward solve's adaptive steps; the "
