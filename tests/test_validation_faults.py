@@ -83,8 +83,8 @@ def test_stale_temporaries_of_one_file_are_removed_and_no_others(tmp_path):
     assert atomic.temporaries_of(tmp_path / "seed[0].json") == []  # glob characters in a name stay literal
 
 
-# Writers not switched to validation.atomic yet (owned by another change); remove an entry once it is.
-NOT_YET_ATOMIC = {"validation/compat/torchdiffeq_suite.py"}
+# Writers not switched to validation.atomic yet; remove an entry once it is.
+NOT_YET_ATOMIC: set[str] = set()
 
 
 def test_every_writer_in_validation_uses_the_one_atomic_helper():

@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from validation.atomic import write_json_atomic
+
 ENV_TESTS = "TORCHDIFFEQ_TESTS"
 ADJOINT_MODES: dict[str, str] = {"gqtorch": "odeint_adjoint", "gq": "odeint_adjoint_gq"}
 DEFAULT_PATTERN = "*_tests.py"
@@ -352,17 +354,8 @@ def run_suite(tests_dir: Path, mode: str = "gqtorch", *, pattern: str = DEFAULT_
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write atomically (temporary file beside ``path``, then ``os.replace``) so a reader never sees a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write atomically and durably (validation's one writer) so a reader never sees a part."""
+    write_json_atomic(path, data)
 
 
 def build_parser() -> argparse.ArgumentParser:
