@@ -28,7 +28,7 @@ from gqtorch.augmented import (
 )
 from gqtorch.backsolve import BacksolveFunction, BacksolveSetup, user_outputs
 from gqtorch.controller import as_norm
-from gqtorch.solve import FlatField, _state, integrate_plan, plan_method
+from gqtorch.solve import FlatField, flat_state, integrate_plan, plan_method
 from gqtorch.steps import CALLBACK_NAMES, Callbacks
 
 
@@ -149,7 +149,7 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, meth
     back_plan, seminorm, user_norm = backward_plan(method, options, adjoint_method, adjoint_options)
     params = adjoint_parameters(func, adjoint_params)
     back_rtol, back_atol = backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol)
-    flat, shapes, is_tuple = _state(y0)
+    flat, shapes, is_tuple = flat_state(y0)
     if flat.is_complex():
         raise InputError(f"odeint_adjoint needs a real state, got {flat.dtype}; use gqtorch.odeint (backprop "
                          f"through the solver) for complex states")

@@ -133,7 +133,7 @@ class MaskedBlockRmsNorm:
         return torch.mv(self.weights, x.square()).max().sqrt()
 
 
-def _grads(out: torch.Tensor, inputs: Sequence[torch.Tensor], cotangent: torch.Tensor) -> list:
+def grads_or_none(out: torch.Tensor, inputs: Sequence[torch.Tensor], cotangent: torch.Tensor) -> list:
     """``autograd.grad`` that answers None for inputs ``out`` does not depend on (also when it depends on none)."""
     if not inputs:
         return []
@@ -159,7 +159,7 @@ class GQDynamics:
         with torch.enable_grad():
             z = x[:n].detach().requires_grad_(True)
             fz = self.field(t, z)
-            (vjp_z,) = _grads(fz, (z,), x[n:].neg())
+            (vjp_z,) = grads_or_none(fz, (z,), x[n:].neg())
         if vjp_z is None:
             vjp_z = torch.zeros_like(z)
         return torch.cat((fz.detach(), vjp_z))
@@ -186,7 +186,7 @@ class AdjointDynamics:
             z = x[1:1 + n].detach().requires_grad_(True)
             fz = self.field(tt, z)
             inputs = ((tt,) if self.t_grad else ()) + (z,) + self.params
-            grads = _grads(fz, inputs, x[1 + n:1 + 2 * n].neg())
+            grads = grads_or_none(fz, inputs, x[1 + n:1 + 2 * n].neg())
         if not self.t_grad:
             grads.insert(0, None)
         vjp_t, vjp_z, *vjp_p = grads
@@ -211,13 +211,13 @@ def node_vjps(field: FlatField, taus: torch.Tensor, zs: torch.Tensor, cotangents
         if batched:
             try:
                 out = torch.func.vmap(field)(tau, zs)
-                return _grads(out, inputs, cotangents), True
+                return grads_or_none(out, inputs, cotangents), True
             except InputError:
                 raise
             except Exception:  # any vmap failure: fall back to the loop, which re-raises real errors
                 pass
         out = torch.stack([field(tau[j], zs[j]) for j in range(zs.shape[0])])
-        return _grads(out, inputs, cotangents), False
+        return grads_or_none(out, inputs, cotangents), False
 
 
 def backward_plan(method: str, options, adjoint_method, adjoint_options, *, adaptive_only: bool = False

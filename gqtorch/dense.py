@@ -109,26 +109,26 @@ def odeint_dense(func, y0: torch.Tensor, t0, t1, *, rtol: float = 1e-7, atol=1e-
     """
     from gqtorch.solve import (
         FlatField,
-        _atol,
-        _state,
-        _time_grid,
-        _tolerance_number,
         as_norm,
+        flat_atol,
+        flat_state,
         integrate_plan,
         plan_method,
+        time_grid,
+        tolerance_number,
     )
 
     if not isinstance(y0, torch.Tensor):
         raise InputError(f"odeint_dense takes a tensor y0 (not a tuple), got {type(y0).__name__}")
-    flat, shapes, _ = _state(y0)
+    flat, shapes, _ = flat_state(y0)
     plan = plan_method(method, options, state_dtype=flat.dtype)
     if not plan.is_adaptive:
         raise InputError(f"odeint_dense needs an adaptive method with a dense output, got {plan.method!r}")
     times = torch.stack([torch.as_tensor(t0, dtype=torch.float64).reshape(()),
                          torch.as_tensor(t1, dtype=torch.float64).reshape(())]).detach().cpu()
-    s_out, direction = _time_grid(times)
-    rtol = _tolerance_number("rtol", rtol)
-    atol_flat = _atol(atol, shapes, False, flat.numel(), flat.real.dtype if flat.is_complex() else flat.dtype,
+    s_out, direction = time_grid(times)
+    rtol = tolerance_number("rtol", rtol)
+    atol_flat = flat_atol(atol, shapes, False, flat.numel(), flat.real.dtype if flat.is_complex() else flat.dtype,
                       flat.device)
     field = FlatField(func, shapes, False)
     norm = as_norm(plan.norm, None, field.split, atol_flat.dtype, flat.device)

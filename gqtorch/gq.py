@@ -63,7 +63,7 @@ from gqtorch.backsolve import BacksolveFunction, BacksolveSetup, user_outputs
 from gqtorch.dense import DenseOutput, DenseReader, dense_output
 from gqtorch.panels import TorchPanelSums
 from gqtorch.quadrature import gauss_legendre, node_count, reference_rule
-from gqtorch.solve import ADAPTIVE_METHODS, SCIPY_METHODS, FlatField, _state, integrate_plan, plan_method
+from gqtorch.solve import ADAPTIVE_METHODS, SCIPY_METHODS, FlatField, flat_state, integrate_plan, plan_method
 from gqtorch.steps import Callbacks
 from gqtorch.tableau import torch_tableau
 
@@ -402,7 +402,7 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, m
     params = adjoint_parameters(func, adjoint_params)
     back_rtol, back_atol = backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol)
     rule = quadrature_rule(quadrature, gtol, gatol, max_nodes, strict)
-    flat, shapes, is_tuple = _state(y0)
+    flat, shapes, is_tuple = flat_state(y0)
     if flat.is_complex():
         raise InputError(f"odeint_adjoint_gq needs a real state, got {flat.dtype}; use gqtorch.odeint (backprop "
                          f"through the solver) for complex states")

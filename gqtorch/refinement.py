@@ -26,7 +26,7 @@ from gqref.errors import InputError, NonFiniteFieldError
 from gqref.kronrod import gauss_kronrod
 from gqref.refinement import DEFAULT_KRONROD_N, SPLIT_BUDGET, QuadratureLimitError
 from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS  # the floor is ROUNDOFF_ULPS·ε(dtype)·∫|g|
-from gqtorch.augmented import _grads
+from gqtorch.augmented import grads_or_none
 from gqtorch.quadrature import kronrod_rule
 from gqtorch.solve import FlatField
 
@@ -216,7 +216,7 @@ def node_rows(field: FlatField, taus: torch.Tensor, zs: torch.Tensor, cotangents
         with torch.enable_grad():
             tau = taus[k].detach().requires_grad_(t_grad)
             out = field(tau, zs[k])
-            grads = _grads(out, params + ((tau,) if t_grad else ()), cotangents[k])
+            grads = grads_or_none(out, params + ((tau,) if t_grad else ()), cotangents[k])
         rows.append(torch.cat([zs.new_zeros(x.numel()) if g is None else g.reshape(-1).to(zs.dtype)
                                for x, g in zip(params + ((tau,) if t_grad else ()), grads)]))
     if not rows:

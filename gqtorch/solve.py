@@ -94,7 +94,7 @@ class FlatField:
         raise InputError(f"func returned {got} at t = {float(t)!r}; expected the state's shape {want}")
 
 
-def _state(y0) -> tuple[torch.Tensor, list[torch.Size], bool]:
+def flat_state(y0) -> tuple[torch.Tensor, list[torch.Size], bool]:
     """(flat y0, block shapes, is_tuple), validated."""
     is_tuple = isinstance(y0, (tuple, list))
     blocks = list(y0) if is_tuple else [y0]
@@ -123,7 +123,7 @@ def _state(y0) -> tuple[torch.Tensor, list[torch.Size], bool]:
     return flat, [b.shape for b in blocks], is_tuple
 
 
-def _time_grid(t) -> tuple[np.ndarray, float]:
+def time_grid(t) -> tuple[np.ndarray, float]:
     if isinstance(t, torch.Tensor):
         if t.is_complex():
             raise InputError(f"t must be a real tensor, got dtype {t.dtype}")
@@ -163,7 +163,7 @@ def _time_shifted(field: FlatField, flat: torch.Tensor, t: torch.Tensor, solve: 
     return torch.stack(shifted), counters, ys.shape[0]
 
 
-def _tolerance_number(name: str, value) -> float:
+def tolerance_number(name: str, value) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_complex():
             raise InputError(f"{name} must be a positive number, got a tensor of shape {tuple(value.shape)}")
@@ -171,7 +171,7 @@ def _tolerance_number(name: str, value) -> float:
     return positive_number(name, value)
 
 
-def _atol(atol, shapes: list[torch.Size], is_tuple: bool, n: int, dtype, device) -> torch.Tensor:
+def flat_atol(atol, shapes: list[torch.Size], is_tuple: bool, n: int, dtype, device) -> torch.Tensor:
     """atol as a flat tensor: a number, a tensor broadcasting to y0 (or, for a tuple, one entry per block)."""
     if isinstance(atol, numbers.Real) and not isinstance(atol, bool):
         return torch.full((n,), positive_number("atol", atol), dtype=dtype, device=device)
@@ -179,7 +179,7 @@ def _atol(atol, shapes: list[torch.Size], is_tuple: bool, n: int, dtype, device)
         if len(atol) != len(shapes):
             raise InputError(f"atol given per block must have one entry per block of y0 ({len(shapes)}), "
                              f"got {len(atol)}")
-        parts = [_atol(a, [s], False, s.numel(), dtype, device) for a, s in zip(atol, shapes)]
+        parts = [flat_atol(a, [s], False, s.numel(), dtype, device) for a, s in zip(atol, shapes)]
         return torch.cat(parts)
     if isinstance(atol, torch.Tensor):
         if atol.requires_grad:
@@ -365,12 +365,12 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str 
         raise InputError(f"func must be callable as func(t, y), got {type(func).__name__}")
     if not isinstance(return_stats, bool):
         raise InputError(f"return_stats must be a bool, got {return_stats!r}")
-    flat, shapes, is_tuple = _state(y0)
+    flat, shapes, is_tuple = flat_state(y0)
     dtype, device = flat.dtype, flat.device
     plan = plan_method(method, options, state_dtype=dtype)
-    s_out, direction = _time_grid(t)
-    rtol = _tolerance_number("rtol", rtol)
-    atol_flat = _atol(atol, shapes, is_tuple, flat.numel(), flat.real.dtype if flat.is_complex() else dtype, device)
+    s_out, direction = time_grid(t)
+    rtol = tolerance_number("rtol", rtol)
+    atol_flat = flat_atol(atol, shapes, is_tuple, flat.numel(), flat.real.dtype if flat.is_complex() else dtype, device)
     field = FlatField(func, shapes, is_tuple)
     s_list = s_out.tolist()
     supported = CALLBACK_NAMES if plan.is_adaptive else () if plan.scipy is not None else ("callback_step",)
