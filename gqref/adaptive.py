@@ -15,6 +15,9 @@ import numpy as np
 
 from gqref._numba import kernel
 from gqref.controller import (
+    DFACTOR,
+    IFACTOR,
+    SAFETY,
     SCIPY,
     SCIPY_MIN_STEP_ULPS,
     accepts,
@@ -51,9 +54,9 @@ class AdaptiveOptions:
     max_step: float = math.inf
     step_t: tuple[float, ...] = ()
     jump_t: tuple[float, ...] = ()
-    safety: float = 0.9
-    ifactor: float = 10.0
-    dfactor: float = 0.2
+    safety: float = SAFETY
+    ifactor: float = IFACTOR
+    dfactor: float = DFACTOR
     max_num_steps: int = DEFAULT_MAX_STEPS
 
     def solver_times(self, name: str, s0: float, direction: float) -> np.ndarray:

@@ -23,6 +23,12 @@ NORM_MAX = 1
 NORM_MIXED = 2
 
 
+# The step-size update's safety factor and growth/shrink limits (torchdiffeq's and scipy's defaults alike).
+SAFETY = 0.9
+IFACTOR = 10.0
+DFACTOR = 0.2
+
+
 @dataclass(frozen=True)
 class Controller:
     """An adaptive step-size controller preset.
@@ -40,9 +46,9 @@ class Controller:
     name: str
     kind: int
     tableau: Tableau
-    safety: float = 0.9
-    ifactor: float = 10.0
-    dfactor: float = 0.2
+    safety: float = SAFETY
+    ifactor: float = IFACTOR
+    dfactor: float = DFACTOR
 
 
 CONTROLLERS = {
