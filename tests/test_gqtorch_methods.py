@@ -368,7 +368,9 @@ def _detest(name: str):
     raise ValueError(name)
 
 
-@pytest.mark.parametrize("method", ADAPTIVE_0_2_5)
+# the low-order pairs take thousands of steps here: in the -m slow run (the other tests cover them by default)
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in ("fehlberg2", "adaptive_heun")
+                                    else m for m in ADAPTIVE_0_2_5])
 @pytest.mark.parametrize("problem", ["A2", "A3", "A4", "B1", "C1", "D1", "E2"])
 def test_adaptive_methods_match_torchdiffeq_on_detest_problems(method, problem):
     field, start = _detest(problem)

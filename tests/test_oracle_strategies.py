@@ -42,8 +42,8 @@ def without_time_term(field, shape, full, time=True):
     return backward_dynamics(field, shape, full, time=False)
 
 
-# two seeds in the default suite (≈35 s each on 2 cores); all six with -m slow
-@pytest.mark.parametrize("run_seed", [0, 1, *(pytest.param(s, marks=pytest.mark.slow) for s in (2, 3, 4, 5))])
+# one seed in the default suite (≈35 s on 2 cores); all six with -m slow
+@pytest.mark.parametrize("run_seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in (1, 2, 3, 4, 5))])
 def test_a_dropped_time_term_is_found_within_the_ci_examples_for_any_seed(run_seed):
     examples = []
 
