@@ -14,9 +14,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 import gqtorch
-from validation.methods import Solver
+from validation.harness.methods import Solver
+from validation.harness.training import Distributed, train_loader, wrap_model
 from validation.tasks.nested_spheres import NestedSpheresModel, nested_spheres_data
-from validation.training import Distributed, train_loader, wrap_model
 
 GQ_TOL = 1e-9
 

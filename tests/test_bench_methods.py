@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from validation import bench_methods
-from validation.bench_methods import GRADIENT_METHODS, METHODS, PROBLEMS, TORCHDIFFEQ_LACKS
+from validation.bench.methods import GRADIENT_METHODS, METHODS, PROBLEMS, TORCHDIFFEQ_LACKS
 
 # the oscillator on [0, 0.5]: 25 fixed-grid steps, a few dozen adaptive ones, so every method runs in milliseconds
 TINY = replace(PROBLEMS["oscillator"], name="tiny", title="tiny oscillator", t_span=(0.0, 0.5), n_outputs=3)

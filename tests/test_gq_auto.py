@@ -163,7 +163,7 @@ TRAINING_STEPS = 40  # Adam steps (lr 1e-2, direct backprop at tol 1e-3) that mo
 
 
 def _task_field(task: str, trained: bool = False):
-    from validation.bench_gradients import training_step
+    from validation.bench.steps import training_step
 
     step = training_step(task, 64)
     if trained:

@@ -1,6 +1,6 @@
 """gqtorch's error-controlled GQ: odeint_adjoint_gq(quadrature="step" | "adaptive") against gqref's, the
 torch refinement loop against gqref's, the recorded dense output, "interval" unchanged, bad arguments, and a smoke
-run of ``validation/bench_quadrature.py``.
+run of ``validation/bench/quadrature.py``.
 
 Twins of gqref problems are built as in test_gqtorch_gradients; most runs use an ``nn.Module`` twin (the batched
 per-node VJP path), a few the plain closure (the per-node fallback). gqref runs its fields' ``.py_func`` versions

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from validation.__main__ import main
-from validation.bench_memory import measure_in_subprocess
+from validation.bench.memory import measure_in_subprocess
 
 
 def test_bench_reference_quick_writes_results(tmp_path, capsys):

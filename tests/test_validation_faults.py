@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from validation import atomic
-from validation.training import hashed_settings, result_path
+from validation.harness import atomic
+from validation.harness.training import hashed_settings, result_path
 
 EPOCHS = 10
 ARGV = ["g1d", "--quick", "--method", "adjoint", "--epochs", str(EPOCHS), "--threads", "1", "--no-progress"]
@@ -83,12 +83,12 @@ def test_stale_temporaries_of_one_file_are_removed_and_no_others(tmp_path):
     assert atomic.temporaries_of(tmp_path / "seed[0].json") == []  # glob characters in a name stay literal
 
 
-# Writers not switched to validation.atomic yet; remove an entry once it is.
+# Writers not switched to validation.harness.atomic yet; remove an entry once it is.
 NOT_YET_ATOMIC: set[str] = set()
 
 
 def test_every_writer_in_validation_uses_the_one_atomic_helper():
-    """No module but validation/atomic.py renames files into place: every writer goes through it."""
+    """No module but validation/harness/atomic.py renames files into place: every writer goes through it."""
     offenders = []
     for path in sorted(VALIDATION.rglob("*.py")):
         if path.name == "atomic.py" or str(path.relative_to(VALIDATION.parent)) in NOT_YET_ATOMIC:

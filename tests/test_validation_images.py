@@ -16,9 +16,9 @@ import torch
 
 import gqtorch
 from validation.data import DataError, embedded, sources
-from validation.methods import Solver
+from validation.harness.methods import Solver
+from validation.harness.training import result_path
 from validation.tasks import images
-from validation.training import result_path
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,8 @@ import pytest
 import torch
 from scipy.integrate import quad, solve_ivp
 
+from validation.harness.training import result_path
 from validation.tasks import ornstein_uhlenbeck as ou
-from validation.training import result_path
 
 SIGMAS = 5.0  # statistical checks: |estimate − expectation| ≤ 5 standard errors (two-sided p ≈ 6e-7 each)
 QUICK_WIDTH = ou.QUICK["width"]
@@ -276,7 +276,7 @@ def test_sample_logp_is_the_gaussian_log_density():
 
 
 def test_records_carry_their_config_hash(quick_runs):
-    from validation.training import config_hash
+    from validation.harness.training import config_hash
 
     for method, record in quick_runs["records"].items():
         assert record["config_hash"] == config_hash(record["config"])
@@ -284,7 +284,7 @@ def test_records_carry_their_config_hash(quick_runs):
 
 
 def test_explicit_flags_win_over_quick_and_get_their_own_file(tmp_path):
-    from validation.training import plan_runs
+    from validation.harness.training import plan_runs
 
     args = _parse(["--quick", "--paths", "45", "--sde-dt", "0.01", "--out", str(tmp_path)])
     (plan,) = plan_runs(ou, args)

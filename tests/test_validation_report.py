@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from validation import demo, report
-from validation.results import write_json_atomic
-from validation.training import result_path
+from validation.harness.atomic import write_json_atomic
+from validation.harness.training import result_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TASK, VARIANT = "nested-spheres", "gtol0.1"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from validation.__main__ import main
-from validation.training import result_path
+from validation.harness.training import result_path
 
 QUICK_TASKS = [("g1d", [], "default"), ("nested-spheres", [], "gtol0.1"), ("sines", [], "10pts-regular"),
                ("sines", ["--irregular"], "10pts-irregular")]
@@ -143,8 +143,8 @@ def test_two_process_ddp_gradients_equal_one_process_on_the_combined_batch(tmp_p
 def _plan(argv: list[str]):
     """The parsed args and plans of ``python -m validation <argv>`` (checked, nothing trained)."""
     from validation.__main__ import build_parser
+    from validation.harness.training import plan_runs
     from validation.tasks import g1d, images, nested_spheres, sines
-    from validation.training import plan_runs
 
     args = build_parser().parse_args(argv)
     task = {"g1d": g1d, "nested-spheres": nested_spheres, "sines": sines, "images": images}[argv[0]]
@@ -215,7 +215,7 @@ def _quick_g1d(out: Path, *extra: str) -> int:
 
 
 def _error(task, args) -> str:
-    from validation.training import run_task
+    from validation.harness.training import run_task
 
     with pytest.raises(SystemExit) as info:
         run_task(task, args)
@@ -310,8 +310,8 @@ def test_a_fresh_run_never_replaces_a_result_of_another_configuration(tmp_path, 
 
 
 def test_an_empty_data_set_is_a_user_error(tmp_path, monkeypatch, capsys):
+    from validation.harness.training import TaskSetup
     from validation.tasks import g1d
-    from validation.training import TaskSetup
 
     real = g1d.build
 

@@ -1,7 +1,7 @@
 """``python -m validation <command>``.
 
 Each command is one module defining ``HELP``, ``configure(parser)`` and ``main(args) -> int``. Exit status: 0 done,
-2 a user error (argparse's, or a :class:`validation.cli.UsageError` raised later: one line on stderr, no
+2 a user error (argparse's, or a :class:`validation.harness.cli.UsageError` raised later: one line on stderr, no
 traceback); any other failure is a bug and keeps its traceback.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from validation.cli import UsageError
+from validation.harness.cli import UsageError
 
 # command name -> module; add a command by adding a module with the same three names.
 COMMANDS: dict[str, str] = {

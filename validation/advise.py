@@ -1,6 +1,6 @@
 """``advise``: run :func:`gqtorch.advise` on one of the paper's training tasks and print its table.
 
-The task is built exactly as the training-step benchmark builds it (``validation.bench_gradients.training_step``:
+The task is built exactly as the training-step benchmark builds it (``validation.bench.gradients.training_step``:
 seeded weights and batch; dopri5 rtol = atol = 1e-3, GQ's C = 0.1, t = [0, 1], float32) and, as there, torch runs
 on one thread, so the advisor's timings can be set beside ``python -m validation bench gradients``.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 
 from gqtorch.advise import advise
-from validation.bench_gradients import GTOL, TASKS, TOLERANCE, training_step
-from validation.bench_solver import torch_threads
-from validation.cli import float_in, positive_int
-from validation.training import resolve_device
+from validation.bench.steps import GTOL, TASKS, TOLERANCE, training_step
+from validation.bench.timing import torch_threads
+from validation.harness.cli import float_in, positive_int
+from validation.harness.training import resolve_device
 
 HELP = "measured advice: which gradient method to train a task with (time, memory, gradient agreement)"
 

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 from validation import report
-from validation.cli import check_writable_dir, integer_in, positive_float, positive_int
-from validation.methods import METHODS
+from validation.harness.cli import check_writable_dir, integer_in, positive_float, positive_int
+from validation.harness.methods import METHODS
+from validation.harness.training import MAX_THREADS, run_records
 from validation.tasks import nested_spheres
 from validation.tasks.toy_gradient import LABELS, QUANTITIES, toy_gradient
-from validation.training import MAX_THREADS, run_records
 
 HELP = "toy-gradient accuracy of the four methods, a short nested-spheres race between them, and its report"
 DEMO_T = (19.0, 24.0, 29.04)  # the ends and middle of the paper's sweep

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from validation.atomic import write_json_atomic
+from validation.harness.atomic import write_json_atomic
 
 ENV_TESTS = "TORCHDIFFEQ_TESTS"
 ADJOINT_MODES: dict[str, str] = {"gqtorch": "odeint_adjoint", "gq": "odeint_adjoint_gq"}

@@ -1,8 +1,9 @@
 """Optional download of the published data files, each checked against its published MD5 and written atomically.
 
 A file is streamed into a temporary file in the destination folder, its MD5 is compared with the table in
-:mod:`validation.data.sources`, and only then is it renamed onto its final name (:mod:`validation.atomic`, fsync-ed):
-an interrupted or corrupted download never leaves a file under the real name. Mirrors are tried in order. urllib only.
+:mod:`validation.data.sources`, and only then is it renamed onto its final name (fsync-ed, by
+:mod:`validation.harness.atomic`): an interrupted or corrupted download never leaves a file under the real
+name. Mirrors are tried in order. urllib only.
 CIFAR-10's archive is verified, then only its six expected ``.bin`` members are extracted, by exact name, as
 regular files (no path from the archive is ever used), each written atomically too.
 """
@@ -21,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from validation.atomic import atomic_open, make_dirs
 from validation.data import cifar10, mnist, svhn
 from validation.data.base import DataError
 from validation.data.sources import CIFAR10_ARCHIVE, CIFAR10_DIR, CIFAR10_FILES, MD5, MIRRORS
+from validation.harness.atomic import atomic_open, make_dirs
 
 log = logging.getLogger(__name__)
 

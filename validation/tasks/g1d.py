@@ -57,7 +57,7 @@ class G1dModel(torch.nn.Module):
 
 
 def build(args, generator: torch.Generator):
-    from validation.training import TaskSetup
+    from validation.harness.training import TaskSetup
 
     z0, targets = g1d_data()
     data = torch.utils.data.TensorDataset(z0, targets)
@@ -73,7 +73,7 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def _command():
     import sys
 
-    from validation.training import task_command
+    from validation.harness.training import task_command
 
     return task_command(sys.modules[__name__])
 

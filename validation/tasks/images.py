@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from validation.cli import UsageError
 from validation.data import DATASETS, DataError, load_images
+from validation.harness.cli import UsageError
 
 NAME = "images"
 HELP = "image classification: MNIST, CIFAR-10 or SVHN with a convolutional neural ODE (docs/paper.md §3.4), accuracy"
@@ -128,7 +128,7 @@ def _split(args: argparse.Namespace, split: str, keep: int | None) -> tuple[torc
 
 def build(args: argparse.Namespace, generator: torch.Generator):
     """The task for ``args``; ``generator`` is unused (the data are fixed files and the split is the published one)."""
-    from validation.training import TaskSetup
+    from validation.harness.training import TaskSetup
 
     train, train_source = _split(args, "train", QUICK_TRAIN if args.quick else None)
     val, val_source = _split(args, "test", QUICK_TEST if args.quick else None)
@@ -150,7 +150,7 @@ def build(args: argparse.Namespace, generator: torch.Generator):
 
 
 def _command():
-    from validation.training import task_command
+    from validation.harness.training import task_command
 
     return task_command(sys.modules[__name__])
 

@@ -80,7 +80,7 @@ def accuracy_percent(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 
 def build(args, generator: torch.Generator):
-    from validation.training import TaskSetup
+    from validation.harness.training import TaskSetup
 
     n_train, n_val = (QUICK_TRAIN_PER_CLASS, QUICK_VAL_PER_CLASS) if args.quick else (TRAIN_PER_CLASS, VAL_PER_CLASS)
     train = torch.utils.data.TensorDataset(*nested_spheres_data(n_train, generator))
@@ -105,7 +105,7 @@ def variant(args) -> str:
 def _command():
     import sys
 
-    from validation.training import task_command
+    from validation.harness.training import task_command
 
     return task_command(sys.modules[__name__])
 

@@ -28,7 +28,7 @@ from a fixed Brownian-motion seed, so the curves compare models, not noise draws
 are both that test KL (``metric_name`` "kl"), and ``history["val_logp"]`` holds the paper's other number, the mean
 log-likelihood of the data samples under the model's moment-matched Gaussians.
 
-The run writes the harness's result layout (:mod:`validation.training`) to
+The run writes the harness's result layout (:mod:`validation.harness.training`) to
 ``<out>/ornstein-uhlenbeck/n<ncosines>/w<width>/<method>/seed<k>.json`` atomically after every epoch, with a
 checkpoint for ``--resume``, and at the end a figure ``seed<k>.png`` beside it: sample paths and marginals for three
 validation ICs against the exact OU marginals. Single process only (no DDP). The global torch, NumPy and Python RNGs
@@ -52,12 +52,11 @@ from tqdm import tqdm
 
 from gqtorch.memory import PeakMemory
 from gqtorch.sde import SmoothNoise, WongZakaiODE, sdeint
-from validation.atomic import atomic_open
-from validation.cli import UsageError, integer_at_least, positive_float, positive_int, track_explicit
-from validation.methods import Solver
-from validation.results import environment, write_json_atomic
-from validation.tasks.mlp import softplus_mlp
-from validation.training import (
+from validation.harness.atomic import atomic_open, write_json_atomic
+from validation.harness.cli import UsageError, integer_at_least, positive_float, positive_int, track_explicit
+from validation.harness.environment import environment
+from validation.harness.methods import Solver
+from validation.harness.training import (
     Distributed,
     RunPlan,
     add_training_arguments,
@@ -69,6 +68,7 @@ from validation.training import (
     save_checkpoint,
     train_loader,
 )
+from validation.tasks.mlp import softplus_mlp
 
 NAME = "ornstein-uhlenbeck"
 HELP = "ornstein-uhlenbeck: a neural SDE fitted to a time-dependent OU process (docs/paper.md §3.5), moment-matched KL"
@@ -323,7 +323,7 @@ def _generator_states(model: OUModel) -> dict[str, torch.Tensor]:
 
 
 def train_run(args: argparse.Namespace, plan: RunPlan) -> dict[str, Any]:
-    """Train one planned seed (:func:`validation.training.plan_runs`); return its record (also written, with a
+    """Train one planned seed (:func:`validation.harness.training.plan_runs`); return its record (also written, with a
     checkpoint, after every epoch)."""
     seed = plan.seed
     device = resolve_device(args.device)

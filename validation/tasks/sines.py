@@ -82,7 +82,7 @@ def variant(args) -> str:
 
 
 def build(args, generator: torch.Generator):
-    from validation.training import TaskSetup
+    from validation.harness.training import TaskSetup
 
     train = torch.utils.data.TensorDataset(*sines_data(N_TRAIN, args.points, args.irregular, generator))
     val = torch.utils.data.TensorDataset(*sines_data(N_VAL, args.points, args.irregular, generator))
@@ -93,7 +93,7 @@ def build(args, generator: torch.Generator):
 
 
 def _command():
-    from validation.training import task_command
+    from validation.harness.training import task_command
 
     return task_command(sys.modules[__name__])
 

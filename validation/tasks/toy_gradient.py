@@ -27,10 +27,18 @@ import torch
 from tqdm import tqdm
 
 import gqtorch
-from validation.cli import UsageError, check_writable_dir, explicit_flags, float_in, positive_float, track_explicit
-from validation.methods import METHODS
-from validation.peers import PEERS, available, solve_to_end
-from validation.results import environment, write_json_atomic
+from validation.harness.atomic import write_json_atomic
+from validation.harness.cli import (
+    UsageError,
+    check_writable_dir,
+    explicit_flags,
+    float_in,
+    positive_float,
+    track_explicit,
+)
+from validation.harness.environment import environment
+from validation.harness.methods import METHODS
+from validation.tasks.peers import PEERS, available, solve_to_end
 
 NAME = "toy-gradient"
 HELP = "the paper's analytic gradient experiment (dz/dt = a·z, L = z(T)²): relative errors vs T per method/dtype"
@@ -92,7 +100,8 @@ class ToyRun:
 
 def toy_gradient(T: float, method: str, dtype: torch.dtype = torch.float64, rtol: float = RTOL, atol: float = ATOL,
                  gtol: float = GTOL) -> ToyRun:
-    """Solve the toy on [0, T] with ``method`` (one of validation.methods.METHODS) and differentiate L = z(T)²."""
+    """Solve the toy on [0, T] with ``method`` (one of :data:`validation.harness.methods.METHODS`) and
+    differentiate L = z(T)²."""
     func = LinearField(A, dtype)
     z0 = torch.tensor([Z0], dtype=dtype, requires_grad=True)
     t_end = torch.tensor(T, dtype=dtype, requires_grad=True)

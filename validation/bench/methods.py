@@ -3,7 +3,7 @@
 For each small ODE and each method both ``torchdiffeq.odeint`` and ``gqtorch.odeint`` solve the same torch field
 (float64, forward only, under ``no_grad``), plus one backprop-through-solve row for dopri5 and rk4 (forward and
 ``autograd.grad`` of a scalar loss with respect to y0 and the field's parameters). Timing reuses
-:mod:`validation.bench_solver`'s machinery: interleaved round-robin in a shuffled order, one untimed call before
+:mod:`validation.bench.timing`'s protocol: interleaved round-robin in a shuffled order, one untimed call before
 each timed one, the garbage collector off, medians, torch on one thread. NFE is counted by the field itself (the
 same counter for both libraries), so it includes the initial-step evaluations and any corrector iterations.
 """
@@ -22,9 +22,10 @@ import torch
 import torchdiffeq
 
 import gqtorch
-from validation.bench_solver import QUICK_REPEATS, time_interleaved, torch_threads
-from validation.problems_bench import linear_rhs, van_der_pol_rhs
-from validation.results import environment, write_json_atomic
+from validation.bench.problems import linear_rhs, van_der_pol_rhs
+from validation.bench.timing import QUICK_REPEATS, time_interleaved, torch_threads
+from validation.harness.atomic import write_json_atomic
+from validation.harness.environment import environment
 
 RTOL, ATOL = 1e-7, 1e-9
 # Order-2/3 adaptive methods need 10^4-10^5 evaluations at 1e-7 on these problems (adaptive_heun: ~50 000 on Van
@@ -67,7 +68,7 @@ class OdeProblem:
 
     name: str
     title: str
-    rhs: Callable  # a twin from validation.problems_bench
+    rhs: Callable  # a twin from validation.bench.problems
     y0: tuple[float, ...]
     params: tuple[float, ...]
     t_span: tuple[float, float] = (0.0, 10.0)

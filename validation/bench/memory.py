@@ -18,11 +18,10 @@ import sys
 import torch
 
 from gqtorch.memory import PeakMemory
+from validation.bench.steps import solvers, training_step
 
 
 def _measure(task: str, width: int, method: str, tolerance: float) -> dict:
-    from validation.bench_gradients import solvers, training_step
-
     torch.set_num_threads(1)
     setup = training_step(task, width)
     solve = solvers(tolerance)[method]
@@ -52,7 +51,7 @@ class _CountingField(torch.nn.Module):
 def measure_in_subprocess(task: str, width: int, method: str, tolerance: float) -> dict:
     """Run :func:`_measure` in a fresh interpreter and return its result."""
     args = json.dumps([task, width, method, tolerance])
-    done = subprocess.run([sys.executable, "-m", "validation.bench_memory", args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "validation.bench.memory", args], capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:
         raise RuntimeError(f"memory measurement of {method} on {task} (width {width}) failed:\n{done.stderr}")

@@ -1,14 +1,14 @@
 """``report``: markdown tables and figures from every result JSON under a results folder.
 
 Training runs (``<task>/<variant>/w<width>/<method>/seed<k>.json``, written by the harness in
-:mod:`validation.training`) are grouped by task and variant — and by the folder above ``<task>`` when several
+:mod:`validation.harness.training`) are grouped by task and variant — and by the folder above ``<task>`` when several
 collections share one root (``results/demo/…`` next to ``results/…``) — then by width and method. Per method the
 tables give mean ± sample standard deviation (n − 1) over seeds of the total training time (the sum of the epoch
 times: training loop only, evaluation excluded, as in the paper), of the final validation metric and of the final
 validation loss; the mean forward/backward NFE per batch and the peak memory; and GQ's speed-up over each baseline,
 the ratio of the mean training times. Unfinished runs are left out of the tables and counted. The toy-gradient JSON,
 if present, adds its median-error table and a figure of the relative errors against T. Every file is written
-atomically and durably (:mod:`validation.atomic`).
+atomically and durably (:mod:`validation.harness.atomic`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from validation import atomic
-from validation.cli import UsageError, check_writable_dir
-from validation.methods import METHODS
+from validation.harness import atomic
+from validation.harness.cli import UsageError, check_writable_dir
+from validation.harness.methods import METHODS
 
 HELP = "tables (mean ± std over seeds, GQ's speed-ups) and figures from the result JSONs under a results folder"
 DEFAULT_RESULTS = Path("results")
@@ -173,7 +173,7 @@ def load_results(root: Path) -> Loaded:
 def settings_of(record: dict) -> dict[str, Any]:
     """The flags of a training record that change its numbers, less method, width and seed (what a group of the
     report compares): runs that differ in any other (e.g. --lr) are different experiments, never averaged."""
-    from validation.training import hashed_settings
+    from validation.harness.training import hashed_settings
 
     config = record.get("config")
     if not isinstance(config, dict):
@@ -315,13 +315,13 @@ def slug(text: str) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` atomically and durably (:mod:`validation.atomic`): never a half-written report."""
+    """Write ``text`` atomically and durably (:mod:`validation.harness.atomic`): never a half-written report."""
     atomic.write_text_atomic(path, text)
 
 
 def _group_figures(group: GroupSummary, training: list[tuple[Path, dict]], root: Path, out: Path) -> list[Path]:
     """Time against width for the group, and validation loss against wall clock at each of its widths."""
-    from validation import plots
+    from validation.report import plots
 
     base = slug("_".join(p for p in (group.collection, group.task, group.variant, group.setting) if p))
     figures = []
@@ -424,7 +424,7 @@ def write_report(results: Path, out: Path | None = None) -> Report:
 
 def _toy_section(lines: list[str], path: Path, toy: dict, results: Path, out: Path, index: int) -> Path:
     """Append the toy experiment's summary to ``lines``; draw its figure."""
-    from validation import plots
+    from validation.report import plots
     from validation.tasks.toy_gradient import summarize, summary_table
 
     config = toy.get("config", {})

@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only: works without a display and in worker proce
 import matplotlib.pyplot as plt
 import numpy as np
 
-from validation.atomic import atomic_open
+from validation.harness.atomic import atomic_open
 
 METHOD_COLOURS = {"direct": "tab:blue", "adjoint": "tab:orange", "seminorm": "tab:green", "gq": "tab:red",
                   "mali": "tab:purple", "aca": "tab:brown", "sde-direct": "tab:cyan", "sde-adjoint": "tab:olive"}
@@ -38,7 +38,7 @@ def method_colour(method: str) -> str:
 
 
 def save_figure_atomic(fig: plt.Figure, path: Path, dpi: int = 120) -> Path:
-    """Save ``fig`` as PNG through the atomic writer (:mod:`validation.atomic`), then close it.
+    """Save ``fig`` as PNG through the atomic writer (:mod:`validation.harness.atomic`), then close it.
 
     The format is given explicitly because the temporary name does not end in .png.
     """

@@ -10,12 +10,9 @@ are reported. Answers are compared with a tight scipy DOP853 reference (or a clo
 
 from __future__ import annotations
 
-import gc
-import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,16 +22,16 @@ import numpy as np
 import torch
 import torchdiffeq
 from scipy.integrate import solve_ivp
-from tqdm import tqdm
 
 import gqref
 import gqtorch
-from validation.problems_bench import PROBLEMS, Problem, check_twins, numpy_rhs
-from validation.results import environment, write_json_atomic
+from validation.bench.problems import PROBLEMS, Problem, check_twins, numpy_rhs
+from validation.bench.timing import QUICK_REPEATS, time_interleaved, torch_threads
+from validation.harness.atomic import write_json_atomic
+from validation.harness.environment import environment
 
 BASELINE = "scipy_rk45"
 REFERENCE_TOL = 1e-13
-QUICK_REPEATS = 3
 METHOD_LABELS = {
     "gqref": "gqref dopri5 (torchdiffeq control)",
     "gqref_scipy": "gqref dopri5 (scipy control)",
@@ -155,17 +152,6 @@ def tight_reference(problem: Problem) -> tuple[np.ndarray, str]:
     return run.y, f"scipy DOP853, rtol = atol = {REFERENCE_TOL:g}"
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run torch on ``n`` threads inside the block (the other solvers are single-threaded too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @dataclass
 class MethodResult:
     method: str
@@ -204,37 +190,6 @@ def compile_gqref(problem: Problem) -> float:
     start = time.perf_counter()
     gqref_solver(problem)()
     return time.perf_counter() - start
-
-
-def time_interleaved(solvers: dict[Any, Solver], repeats: int, progress: bool = True,
-                     seed: int = 0) -> dict[Any, list[float]]:
-    """Wall times of ``repeats`` calls of every solver: one timed call of each per round, in a shuffled order.
-
-    Each timed call follows one untimed call of the same solver, so it measures a solver in steady state rather
-    than the cache and allocator state the previous solver left (see the module docstring), while the rounds still
-    interleave the solvers against drifts in machine load. As in :mod:`timeit`, the garbage collector is off
-    during the calls (it collects, untimed, before each round).
-    """
-    times: dict[Any, list[float]] = {key: [] for key in solvers}
-    keys = list(solvers)
-    rng = random.Random(seed)
-    sys.stdout.flush()  # keep printed output ahead of the progress bar
-    gc_was_enabled = gc.isenabled()
-    try:
-        for _ in tqdm(range(repeats), desc="rounds", unit="round", file=sys.stderr, disable=not progress):
-            gc.enable()
-            gc.collect()
-            gc.disable()
-            rng.shuffle(keys)
-            for key in keys:
-                solvers[key]()  # untimed: settle caches and allocator for this solver
-                start = time.perf_counter()
-                solvers[key]()
-                times[key].append(time.perf_counter() - start)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return times
 
 
 def benchmark(

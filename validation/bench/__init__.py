@@ -9,11 +9,11 @@ from pathlib import Path
 HELP = "time gq against scipy and torchdiffeq"
 # benchmark name -> module with run(repeats, quick, out, **options) -> int
 BENCHMARKS: dict[str, str] = {
-    "solver": "validation.bench_solver",
-    "reference": "validation.bench_reference",
-    "gradients": "validation.bench_gradients",
-    "quadrature": "validation.bench_quadrature",
-    "methods": "validation.bench_methods",
+    "solver": "validation.bench.solver",
+    "reference": "validation.bench.reference",
+    "gradients": "validation.bench.gradients",
+    "quadrature": "validation.bench.quadrature",
+    "methods": "validation.bench.methods",
 }
 DEFAULT_REPEATS = 20
 

@@ -15,8 +15,9 @@ import numpy as np
 
 import gqref
 from gqref import problems
-from validation.bench_solver import QUICK_REPEATS, time_interleaved
-from validation.results import environment, write_json_atomic
+from validation.bench.timing import QUICK_REPEATS, time_interleaved
+from validation.harness.atomic import write_json_atomic
+from validation.harness.environment import environment
 
 STATE_DIM = 4
 WIDTHS = (256, 512, 1024)

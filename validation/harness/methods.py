@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 import gqtorch
+from gqref.rules import PAPER_C
 
 METHODS = ("direct", "adjoint", "seminorm", "gq")
 
@@ -19,7 +20,7 @@ METHODS = ("direct", "adjoint", "seminorm", "gq")
 class Solver:
     """A solve for one gradient method; ``nfe()`` sums the counts of the solves since the last ``reset()``."""
 
-    def __init__(self, method: str, tol: float, gtol: float = 0.1):
+    def __init__(self, method: str, tol: float, gtol: float = PAPER_C):
         if method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
         self.method, self.tol, self.gtol = method, tol, gtol

@@ -2,13 +2,13 @@
 adjoint, for one training step in float64.
 
 Problems: the paper's toy (dz/dt = a·z, z0 = 10, a = 0.2, T = 20, L = z(T)²; exact gradient in closed form), g1d and
-nested spheres (:func:`validation.bench_gradients.training_step`, built in float64; reference gradient: direct
+nested spheres (:func:`validation.bench.gradients.training_step`, built in float64; reference gradient: direct
 backprop through a dopri5 solve at rtol = atol = 1e-10, checked against GQ adaptive at gtol 1e-12 on an equally
 tight backward solve). Methods: GQ "interval" (the paper's rule, C = 0.1, 0.4, 1), "step", "auto" (the default),
 "adaptive" (gtol 1e-3, 1e-5, 1e-7 and the default gtol = the adjoint rtol), gqtorch's direct backprop and backsolve
 adjoint; each at several solver tolerances (rtol = atol, forward and backward alike), which makes a curve of error
 against time per method. Error: max|∇θ − ∇θ_ref| / max|∇θ_ref| over the field's parameters. Times: medians of
-interleaved rounds (:func:`validation.bench_solver.time_interleaved`), one thread.
+interleaved rounds (:func:`validation.bench.timing.time_interleaved`), one thread.
 
 Printed: one markdown table per problem, then the two targets of the error-controlled rules (reported, not
 asserted): (1) at equal gradient error adaptive is at least as fast as the best fixed C (a fixed-C run counts as
@@ -32,10 +32,11 @@ import torch
 
 import gqtorch
 from gqref.rules import AutoRule
-from validation.bench_gradients import TrainingStep, training_step
-from validation.bench_solver import QUICK_REPEATS, time_interleaved, torch_threads
-from validation.plots import save_figure_atomic
-from validation.results import environment, write_json_atomic
+from validation.bench.steps import TrainingStep, training_step
+from validation.bench.timing import QUICK_REPEATS, time_interleaved, torch_threads
+from validation.harness.atomic import write_json_atomic
+from validation.harness.environment import environment
+from validation.report.plots import save_figure_atomic
 from validation.tasks.toy_gradient import LinearField
 
 TOLERANCES = (1e-4, 1e-6, 1e-8)

@@ -1,5 +1,4 @@
-"""Shared helpers for validation results: the software/machine description and atomic JSON writes (the writer
-itself is :mod:`validation.atomic`'s)."""
+"""The software and machine a result was produced on, stored in every record."""
 
 from __future__ import annotations
 
@@ -8,10 +7,7 @@ import platform
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
 from typing import Any
-
-from validation import atomic
 
 PACKAGES = ("numpy", "numba", "scipy", "torch", "torchdiffeq")
 
@@ -34,7 +30,3 @@ def environment() -> dict[str, Any]:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically and durably (:func:`validation.atomic.write_json_atomic`)."""
-    atomic.write_json_atomic(path, data)

@@ -5,8 +5,9 @@ configuration), optionally ``configure_task(parser)`` for its own flags, ``varia
 flags its variant folder names), and ``build(args, generator) -> TaskSetup``. The harness adds the common flags, then
 checks the whole command before training anything (values, ``--out``, the checkpoints of ``--resume``), and for each
 seed: builds the task, trains with a progress bar, evaluates before training (history index 0) and after every epoch,
-and after every epoch writes a checkpoint and then the result JSON atomically and durably (:mod:`validation.atomic`),
-so an interrupted run loses nothing finished and ``--resume`` continues from the last epoch.
+and after every epoch writes a checkpoint and then the result JSON atomically and durably
+(:mod:`validation.harness.atomic`), so an interrupted run loses nothing finished and ``--resume`` continues from
+the last epoch.
 
 Every run's record carries ``config_hash``, a hash of the flags that change its numbers (all but ``--epochs``,
 ``--repeats``, ``--out``, ``--resume``, ``--threads``, ``--no-progress``, ``--data-dir`` and ``--download``; the
@@ -39,9 +40,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
+from gqref.rules import PAPER_C
 from gqtorch.memory import PeakMemory
-from validation.atomic import atomic_open, remove_stale_temporaries
-from validation.cli import (
+from validation.harness.atomic import atomic_open, remove_stale_temporaries, write_json_atomic
+from validation.harness.cli import (
     EXPLICIT,
     PARSER_DEFAULTS,
     SEED_MAX,
@@ -55,8 +57,8 @@ from validation.cli import (
     seed_int,
     track_explicit,
 )
-from validation.methods import METHODS, Solver
-from validation.results import environment, write_json_atomic
+from validation.harness.environment import environment
+from validation.harness.methods import METHODS, Solver
 
 DEFAULT_OUT = Path("results")
 EVAL_BATCH = 500
@@ -109,7 +111,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: dict[str, 
     parser.add_argument("--batch-size", type=positive_int, default=defaults["batch_size"],
                         help=helps.get("--batch-size", f"training batch size (default {defaults['batch_size']})"))
     parser.add_argument("--tol", type=positive_float, default=1e-3, help="dopri5 rtol = atol (default 1e-3)")
-    parser.add_argument("--gtol", type=positive_float, default=0.1, help="GQ's node-rule constant C (default 0.1)")
+    parser.add_argument("--gtol", type=positive_float, default=PAPER_C,
+                        help=f"GQ's node-rule constant C (default {PAPER_C})")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (default cpu)")
     parser.add_argument("--threads", type=integer_in(1, MAX_THREADS), default=None,
                         help="torch CPU threads (default: torch's)")

@@ -145,7 +145,7 @@ def check_writable_dir(folder: Path, flag: str, given: Path | str | None = None)
     Creates it (as the run would) and writes and deletes a probe file: permission bits alone do not tell (root,
     read-only mounts, ACLs). ``given`` is the flag's value when ``folder`` is a subfolder of it.
     """
-    from validation.atomic import make_dirs
+    from validation.harness.atomic import make_dirs
 
     folder = Path(folder)
     where = f"{flag} {folder}" if given is None else f"{flag} {given}: {folder}"
