@@ -315,8 +315,8 @@ def test_an_empty_data_set_is_a_user_error(tmp_path, monkeypatch, capsys):
 
     real = g1d.build
 
-    def empty_validation(args, generator):
-        setup = real(args, generator)
+    def empty_validation(args, generator, seed):
+        setup = real(args, generator, seed)
         return TaskSetup(**{**setup.__dict__, "val": torch.utils.data.TensorDataset(torch.zeros(0, 4),
                                                                                      torch.zeros(0, 1))})
 

@@ -1,8 +1,13 @@
 """The training harness every task shares (docs/paper.md §2): seeded data and weights, Adam, one JSON result per run.
 
-A task module provides ``NAME``, ``HELP``, ``DEFAULTS`` (the paper's settings), ``QUICK`` (a tiny smoke
-configuration), optionally ``configure_task(parser)`` for its own flags, ``variant(args)`` and ``VARIANT_KEYS`` (the
-flags its variant folder names), and ``build(args, generator) -> TaskSetup``. The harness adds the common flags, then
+The task protocol. A task module provides ``NAME``, ``HELP``, ``DEFAULTS`` (the paper's settings), ``QUICK`` (a tiny
+smoke configuration) and ``build(args, generator, seed) -> TaskSetup`` (``generator`` is seeded with the run's
+seed); optionally ``METHODS`` and ``FLAG_HELPS`` (its gradient methods and help texts, when not the four ODE ones),
+``configure_task(parser)`` for its own flags, ``variant(args)`` and ``VARIANT_KEYS`` (the flags its variant folder
+names). The :class:`TaskSetup` holds the data, model, loss and metric, and optionally the task's own solve
+(``solver``), evaluation (``evaluate``), extra random states to checkpoint (``states``) and end-of-run step
+(``finish``): one train loop, one checkpoint/resume path and one DDP path then serve every task, the neural SDE
+included. The harness adds the common flags, then
 checks the whole command before training anything (values, ``--out``, the checkpoints of ``--resume``), and for each
 seed: builds the task, trains with a progress bar, evaluates before training (history index 0) and after every epoch,
 and after every epoch writes a checkpoint and then the result JSON atomically and durably
@@ -69,14 +74,25 @@ NOT_HASHED = frozenset({"epochs", "repeats", "out", "resume", "threads", "no_pro
 # Namespace entries that are plumbing, not flags.
 NOT_CONFIG = frozenset({"handler", "command", EXPLICIT, PARSER_DEFAULTS})
 PATH_KEYS = ("method", "width", "seed")  # named by every result path; a task's VARIANT_KEYS add to these
-CHECKPOINT_KEYS = ("model", "optimizer", "record", "rng")  # a task with other states sets its own CHECKPOINT_KEYS
+CHECKPOINT_KEYS = ("model", "optimizer", "record", "rng", "states")
 
 
 @dataclass
 class TaskSetup:
     """What a task hands the harness. ``model(inputs, solve)`` returns predictions; ``field`` is the ODE function
     (its parameters are the ones counted as P); ``loss(pred, target)`` is the training objective (a scalar mean
-    over the batch); ``metric(pred, target)`` a batch mean of the validation metric named ``metric_name``."""
+    over the batch); ``metric(pred, target)`` a batch mean of the validation metric named ``metric_name``.
+
+    Optional hooks, for tasks whose training is not one ODE solve per batch:
+
+    - ``solver``: the ``solve`` handed to ``model`` (``reset()`` before each batch, ``nfe()`` → (forward, backward
+      or None) after it); default :class:`validation.harness.methods.Solver` for ``--method``.
+    - ``evaluate()``: the validation numbers, a dict with ``val_loss`` and ``val_metric`` and any others, each kept in
+      the record's history under its own name; default: ``loss`` and ``metric`` over ``val`` with ``solver``.
+    - ``states``: name → object with ``get_state()``/``set_state()`` (e.g. a ``torch.Generator``), checkpointed
+      with the model so that ``--resume`` continues every random stream exactly.
+    - ``finish(record, plan)``: run once a run is finished (e.g. write its figure).
+    """
 
     model: torch.nn.Module
     field: torch.nn.Module
@@ -87,6 +103,10 @@ class TaskSetup:
     metric_name: str
     data_source: str
     details: dict[str, Any] = field(default_factory=dict)
+    solver: Any = None
+    evaluate: Callable[[], dict[str, float]] | None = None
+    states: dict[str, Any] = field(default_factory=dict)
+    finish: Callable[[dict, RunPlan], None] | None = None
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any], *,
@@ -262,7 +282,7 @@ def plan_runs(task, args: argparse.Namespace, *, writer: bool = True) -> list[Ru
                 remove_stale_temporaries(path)
     if args.resume:
         for plan in plans:
-            plan.state = load_checkpoint(plan, args, getattr(task, "CHECKPOINT_KEYS", CHECKPOINT_KEYS))
+            plan.state = load_checkpoint(plan, args)
         if all(plan.state is None for plan in plans):
             raise UsageError(_nothing_to_resume(task, args, plans))
         for plan in plans:
@@ -363,9 +383,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, handle)
 
 
-_save_checkpoint_atomic = save_checkpoint  # the name the OU task imported
-
-
 def resolve_device(name: str) -> torch.device:
     """``--device`` as a torch device, checked against what torch sees here."""
     try:
@@ -435,8 +452,15 @@ def train_loader(data: TensorDataset, batch_size: int, seed: int, epoch: int, gr
 
 
 @torch.no_grad()
-def evaluate(setup: TaskSetup, solve: Solver, device: torch.device) -> tuple[float, float]:
-    """(mean validation loss, mean validation metric), weighted by batch size."""
+def evaluate(setup: TaskSetup, solve: Solver, device: torch.device) -> dict[str, float]:
+    """The validation numbers: the task's own ``evaluate()``, else the mean loss and metric over ``val``, weighted by
+    batch size."""
+    if setup.evaluate is not None:
+        metrics = dict(setup.evaluate())
+        missing = {"val_loss", "val_metric"} - metrics.keys()
+        if missing:
+            raise TypeError(f"a task's evaluate() must return val_loss and val_metric; {sorted(missing)} missing")
+        return metrics
     setup.model.eval()
     total_loss = total_metric = 0.0
     count = 0
@@ -447,17 +471,23 @@ def evaluate(setup: TaskSetup, solve: Solver, device: torch.device) -> tuple[flo
         total_metric += float(setup.metric(pred, targets)) * len(inputs)
         count += len(inputs)
     setup.model.train()
-    return total_loss / count, total_metric / count
+    return {"val_loss": total_loss / count, "val_metric": total_metric / count}
 
 
-def record_epoch(record: dict, epoch: int, epochs: int, *, elapsed: float, train_loss: float, val_loss: float,
-                 val_metric: float, nfe_forward: list, nfe_backward: list, peak_memory_mb: float | None) -> None:
+def record_metrics(record: dict, metrics: dict[str, float]) -> None:
+    """Append one evaluation to the history, each number under its own name."""
+    for name, value in metrics.items():
+        record["history"].setdefault(name, []).append(value)
+
+
+def record_epoch(record: dict, epoch: int, epochs: int, *, elapsed: float, train_loss: float,
+                 metrics: dict[str, float], nfe_forward: list, nfe_backward: list,
+                 peak_memory_mb: float | None) -> None:
     """Append one finished epoch to a run record: NFE as means per batch (backward None where a batch had none)."""
     history = record["history"]
     history["epoch_time_s"].append(elapsed)
     history["train_loss"].append(train_loss)
-    history["val_loss"].append(val_loss)
-    history["val_metric"].append(val_metric)
+    record_metrics(record, metrics)
     history["nfe_forward"].append(sum(nfe_forward) / len(nfe_forward))
     history["nfe_backward"].append(None if None in nfe_backward else sum(nfe_backward) / len(nfe_backward))
     history["peak_memory_mb"].append(peak_memory_mb)
@@ -473,12 +503,12 @@ def train_run(task, args: argparse.Namespace, plan: RunPlan) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(seed)  # initial weights: the same for every method at this seed
-    setup = task.build(args, torch.Generator().manual_seed(seed))
+    setup = task.build(args, torch.Generator().manual_seed(seed), seed)
     check_data(task.NAME, setup)
     setup.model.to(device)
     model = wrap_model(setup.model, device, group)
     optimizer = torch.optim.Adam(setup.model.parameters(), lr=args.lr)
-    solve = Solver(args.method, args.tol, args.gtol)
+    solve = setup.solver if setup.solver is not None else Solver(args.method, args.tol, args.gtol)
     variant = task.variant(args) if hasattr(task, "variant") else "default"
     path, checkpoint = plan.path, plan.checkpoint
     record = {
@@ -499,10 +529,9 @@ def train_run(task, args: argparse.Namespace, plan: RunPlan) -> dict:
         record = resumed_record(state["record"], plan, args.epochs)
         start_epoch = record["epochs_done"]
         torch.set_rng_state(state["rng"])
+        restore_generators(checkpoint, setup.states, state["states"])
     else:
-        val_loss, val_metric = evaluate(setup, solve, device)
-        record["history"]["val_loss"].append(val_loss)
-        record["history"]["val_metric"].append(val_metric)
+        record_metrics(record, evaluate(setup, solve, device))
     bar = tqdm(range(start_epoch, args.epochs), desc=f"{task.NAME} {args.method} w{args.width} seed {seed}",
                unit="epoch", disable=args.no_progress or not group.main, file=sys.stderr)
     for epoch in bar:
@@ -524,17 +553,21 @@ def train_run(task, args: argparse.Namespace, plan: RunPlan) -> dict:
             nfe_b.append(backward)
         elapsed = time.perf_counter() - began
         train_loss = group.mean(float(torch.stack(losses).mean()))
-        val_loss, val_metric = evaluate(setup, solve, device)
-        record_epoch(record, epoch, args.epochs, elapsed=elapsed, train_loss=train_loss, val_loss=val_loss,
-                     val_metric=val_metric, nfe_forward=nfe_f, nfe_backward=nfe_b, peak_memory_mb=memory.peak_mib())
-        bar.set_postfix(loss=f"{train_loss:.3g}", val=f"{val_loss:.3g}", **{setup.metric_name: f"{val_metric:.3g}"})
+        metrics = evaluate(setup, solve, device)
+        record_epoch(record, epoch, args.epochs, elapsed=elapsed, train_loss=train_loss, metrics=metrics,
+                     nfe_forward=nfe_f, nfe_backward=nfe_b, peak_memory_mb=memory.peak_mib())
+        bar.set_postfix(loss=f"{train_loss:.3g}", val=f"{metrics['val_loss']:.3g}",
+                        **{setup.metric_name: f"{metrics['val_metric']:.3g}"})
         if group.main:
             # checkpoint first: a result JSON is never ahead of the checkpoint that can continue it
             save_checkpoint(checkpoint, {"model": setup.model.state_dict(), "optimizer": optimizer.state_dict(),
-                                         "record": record, "rng": torch.get_rng_state()})
+                                         "record": record, "rng": torch.get_rng_state(),
+                                         "states": {name: s.get_state() for name, s in setup.states.items()}})
             write_json_atomic(path, record)
     if start_epoch >= args.epochs and group.main:
         write_json_atomic(path, record)  # resumed a finished run: the record now shows this command's config
+    if record["finished"] and setup.finish is not None and group.main:
+        setup.finish(record, plan)
     record["path"] = str(path)
     return record
 
@@ -551,6 +584,16 @@ def restore_states(checkpoint: Path, *pairs: tuple[Any, dict]) -> None:
                              f"written by another version of the task. Delete it to start again") from None
 
 
+def restore_generators(checkpoint: Path, states: dict[str, Any], saved: Any) -> None:
+    """The task's extra random states from a checkpoint; one that does not match is another version's checkpoint."""
+    if not isinstance(saved, dict) or saved.keys() != states.keys():
+        raise UsageError(f"--resume: the checkpoint {checkpoint} holds the random states "
+                         f"{sorted(saved) if isinstance(saved, dict) else saved!r}, expected {sorted(states)}; it was "
+                         f"written by another version of the task. Delete it to start again")
+    for name, target in states.items():
+        target.set_state(saved[name])
+
+
 def resumed_record(record: dict, plan: RunPlan, epochs: int) -> dict:
     """The checkpoint's record brought up to this command: its config (equal in every hashed flag, but e.g.
     --epochs or --out may have changed) and whether it is finished at this --epochs."""
@@ -564,7 +607,11 @@ def run_records(task, args: argparse.Namespace) -> list[dict]:
     """Every seed of the command, checked first as a whole (:func:`plan_runs`); the records, in seed order."""
     writer = int(os.environ.get("RANK", "0")) == 0
     plans = plan_runs(task, args, writer=writer)
-    return [train_run(task, args, plan) for plan in plans]
+    records = []
+    for plan in plans:
+        with torch.random.fork_rng(devices=[]):  # each run seeds torch's CPU RNG; the caller's state is kept
+            records.append(train_run(task, args, plan))
+    return records
 
 
 def run_task(task, args: argparse.Namespace) -> int:
@@ -586,7 +633,8 @@ def task_command(task) -> tuple[Callable, Callable]:
     """(configure, main) for a task module, for the CLI registry."""
 
     def configure(parser: argparse.ArgumentParser) -> None:
-        add_training_arguments(parser, task.DEFAULTS, quick=task.QUICK)
+        add_training_arguments(parser, task.DEFAULTS, methods=getattr(task, "METHODS", METHODS),
+                               helps=getattr(task, "FLAG_HELPS", None), quick=task.QUICK)
         if hasattr(task, "configure_task"):
             task.configure_task(parser)
         track_explicit(parser)  # last: it wraps every flag added above

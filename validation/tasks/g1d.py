@@ -56,7 +56,7 @@ class G1dModel(torch.nn.Module):
         return g1d_readout(solve(self.field, z0, t)[-1])
 
 
-def build(args, generator: torch.Generator):
+def build(args, generator: torch.Generator, seed: int):
     from validation.harness.training import TaskSetup
 
     z0, targets = g1d_data()

@@ -126,7 +126,7 @@ def _split(args: argparse.Namespace, split: str, keep: int | None) -> tuple[torc
     return torch.utils.data.TensorDataset(images, labels), data.source
 
 
-def build(args: argparse.Namespace, generator: torch.Generator):
+def build(args: argparse.Namespace, generator: torch.Generator, seed: int):
     """The task for ``args``; ``generator`` is unused (the data are fixed files and the split is the published one)."""
     from validation.harness.training import TaskSetup
 

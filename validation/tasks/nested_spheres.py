@@ -79,7 +79,7 @@ def accuracy_percent(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return 100.0 * (logits.argmax(dim=1) == labels).double().mean()
 
 
-def build(args, generator: torch.Generator):
+def build(args, generator: torch.Generator, seed: int):
     from validation.harness.training import TaskSetup
 
     n_train, n_val = (QUICK_TRAIN_PER_CLASS, QUICK_VAL_PER_CLASS) if args.quick else (TRAIN_PER_CLASS, VAL_PER_CLASS)

@@ -28,45 +28,32 @@ from a fixed Brownian-motion seed, so the curves compare models, not noise draws
 are both that test KL (``metric_name`` "kl"), and ``history["val_logp"]`` holds the paper's other number, the mean
 log-likelihood of the data samples under the model's moment-matched Gaussians.
 
-The run writes the harness's result layout (:mod:`validation.harness.training`) to
-``<out>/ornstein-uhlenbeck/n<ncosines>/w<width>/<method>/seed<k>.json`` atomically after every epoch, with a
-checkpoint for ``--resume``, and at the end a figure ``seed<k>.png`` beside it: sample paths and marginals for three
-validation ICs against the exact OU marginals. Single process only (no DDP). The global torch, NumPy and Python RNGs
-are never used: weights are initialised inside ``torch.random.fork_rng`` from the run seed.
+The task plugs into the harness's task protocol (:mod:`validation.harness.training`): its ``build`` hands over the
+data, the model, this solve and NFE count (:class:`OUSolver`), the evaluation above, the two random streams to
+checkpoint, and the figure. So it shares the train loop, ``--resume``, DDP and the result layout
+``<out>/ornstein-uhlenbeck/n<ncosines>/w<width>/<method>/seed<k>.json`` (written atomically after every epoch, with
+a checkpoint), and at the end writes a figure ``seed<k>.png`` beside it: sample paths and marginals for three
+validation ICs against the exact OU marginals. Weights are initialised from the run seed inside
+``torch.random.fork_rng``; the NumPy and Python global RNGs are never used.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
-from tqdm import tqdm
 
-from gqtorch.memory import PeakMemory
 from gqtorch.sde import SmoothNoise, WongZakaiODE, sdeint
-from validation.harness.atomic import atomic_open, write_json_atomic
-from validation.harness.cli import UsageError, integer_at_least, positive_float, positive_int, track_explicit
-from validation.harness.environment import environment
+from validation.harness.atomic import atomic_open
+from validation.harness.cli import integer_at_least, positive_float, positive_int
 from validation.harness.methods import Solver
 from validation.harness.training import (
-    Distributed,
-    RunPlan,
-    add_training_arguments,
-    plan_runs,
-    record_epoch,
     resolve_device,
-    restore_states,
-    resumed_record,
-    save_checkpoint,
-    train_loader,
 )
 from validation.tasks.mlp import softplus_mlp
 
@@ -225,6 +212,7 @@ class OUModel(torch.nn.Module):
                             dtype=torch.float32, device=device)
         self.func = WongZakaiODE(TimeMLP(width), TimeMLP(width), noise)
         self.brownian_generator = torch.Generator().manual_seed(brownian_seed)
+        self.calls_after_forward = 0
 
     @property
     def noise(self) -> SmoothNoise:
@@ -249,6 +237,7 @@ class OUModel(torch.nn.Module):
         else:
             ys = sdeint(self.func.sde(), x0, self.times.to(x0.dtype), dt=self.sde_dt, entropy=self.next_entropy(),
                         adjoint=self.method == "sde-adjoint")
+        self.calls_after_forward = self.evaluations()  # where an SDE method's backward count starts
         return self._unflatten(ys, len(y0))
 
     @torch.no_grad()
@@ -277,14 +266,15 @@ non_negative_int = integer_at_least(0)
 at_least_two = integer_at_least(2)
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The harness's flags (with this task's --method choices, batch in ICs) and the OU flags."""
-    add_training_arguments(parser, DEFAULTS, methods=METHODS, helps={
-        "--method": "gq (Wong–Zakai ODE, GQ gradients), sde-direct or sde-adjoint (torchsde reversible Heun); "
-                    "default gq",
-        "--seed": "first seed: initial weights and the runs' noise; the data have their own fixed seeds (default 0)",
-        "--batch-size": f"initial conditions per batch, each with all its paths (default {DEFAULTS['batch_size']})"},
-        quick=QUICK)
+FLAG_HELPS = {
+    "--method": "gq (Wong–Zakai ODE, GQ gradients), sde-direct or sde-adjoint (torchsde reversible Heun); default gq",
+    "--seed": "first seed: initial weights and the runs' noise; the data have their own fixed seeds (default 0)",
+    "--batch-size": f"initial conditions per batch, each with all its paths (default {DEFAULTS['batch_size']})",
+}
+
+
+def configure_task(parser: argparse.ArgumentParser) -> None:
+    """The OU flags, beside the harness's."""
     parser.add_argument("--ncosines", type=non_negative_int, default=DEFAULT_NCOSINES,
                         help=f"cosine terms N of the Wong–Zakai noise, gq only (default {DEFAULT_NCOSINES})")
     parser.add_argument("--sde-dt", type=positive_float, default=DEFAULTS["sde_dt"],
@@ -296,53 +286,84 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paths", type=at_least_two, default=DEFAULTS["paths"],
                         help=f"sample paths per initial condition, data and model (default {DEFAULTS['paths']})")
     parser.add_argument("--times", type=at_least_two, default=DEFAULTS["times"],
-                        help=f"equally spaced times on [0, 10] (default {DEFAULTS['times']})")
-    track_explicit(parser)  # last: it wraps every flag added above
+                        help=f"equally spaced times on [0, {T_END:g}] (default {DEFAULTS['times']})")
 
 
 def variant(args: argparse.Namespace) -> str:
     return f"n{args.ncosines}"
 
 
-def _dataset(n_ics: int, n_paths: int, times: np.ndarray, seed: int, device: torch.device) -> TensorDataset:
+def _dataset(n_ics: int, n_paths: int, times: np.ndarray, seed: int) -> TensorDataset:
     y0, paths = ou_data(n_ics, n_paths, times, seed)
-    return TensorDataset(torch.as_tensor(y0, dtype=torch.float32, device=device),
-                         torch.as_tensor(paths, dtype=torch.float32, device=device))
+    return TensorDataset(torch.as_tensor(y0, dtype=torch.float32), torch.as_tensor(paths, dtype=torch.float32))
 
 
-@torch.no_grad()
-def evaluate(model: OUModel, val: TensorDataset, entropy: int) -> tuple[float, float, torch.Tensor]:
-    """(test KL, sample log-likelihood, model samples (ICs, M, K)) on the whole validation set, by the SDE solver."""
-    y0, target = val.tensors
-    pred = model.sample(y0, entropy)
-    return float(moment_kl(pred, target)), float(sample_logp(pred, target)), pred
+class OUSolver:
+    """The harness's ``solve`` for this task: GQ's for ``gq`` (its solver statistics give the NFE), and for the SDE
+    methods a counter of drift-network evaluations, split at the end of the model's forward pass (torchsde solves
+    inside the model; direct backprop evaluates no network backward, so its backward NFE is None)."""
+
+    def __init__(self, model: OUModel, tol: float, gtol: float):
+        self.model, self.gq = model, Solver("gq", tol, gtol)
+        self.start = 0
+
+    def __call__(self, func, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.gq(func, y0, t)
+
+    def reset(self) -> None:
+        self.gq.reset()
+        self.start = self.model.evaluations()
+
+    def nfe(self) -> tuple[int, int | None]:
+        if self.model.method == "gq":
+            return self.gq.nfe()
+        forward = self.model.calls_after_forward - self.start
+        backward = self.model.evaluations() - self.model.calls_after_forward
+        return forward, (backward if self.model.method == "sde-adjoint" else None)
 
 
-def _generator_states(model: OUModel) -> dict[str, torch.Tensor]:
-    return {"noise": model.noise.generator.get_state(), "brownian": model.brownian_generator.get_state()}
+class _Evaluation:
+    """The test KL and log-likelihood on the whole validation set, sampled by torchsde reversible Heun from one fixed
+    Brownian seed for every method and epoch (so the curves compare models, not noise draws); keeps the last samples
+    for the figure."""
+
+    def __init__(self, model: OUModel, val: TensorDataset, entropy: int):
+        self.model, self.val, self.entropy = model, val, entropy
+        self.samples: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self) -> dict[str, float]:
+        y0, target = (x.to(self.model.times.device) for x in self.val.tensors)
+        self.samples = self.model.sample(y0, self.entropy)
+        kl = float(moment_kl(self.samples, target))
+        return {"val_loss": kl, "val_metric": kl, "val_logp": float(sample_logp(self.samples, target))}
 
 
-def train_run(args: argparse.Namespace, plan: RunPlan) -> dict[str, Any]:
-    """Train one planned seed (:func:`validation.harness.training.plan_runs`); return its record (also written, with a
-    checkpoint, after every epoch)."""
-    seed = plan.seed
+def build(args: argparse.Namespace, generator: torch.Generator, seed: int):
+    """The task for the harness (:mod:`validation.harness.training`): data, the neural SDE, its solve, evaluation,
+    random streams and figure."""
+    from validation.harness.training import TaskSetup
+
     device = resolve_device(args.device)
-    group = Distributed(device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     times = ou_times(args.times)
-    train = _dataset(args.train_ics, args.paths, times, TRAIN_SEED, device)
-    val = _dataset(args.val_ics, args.paths, times, VAL_SEED, device)
+    train = _dataset(args.train_ics, args.paths, times, TRAIN_SEED)
+    val = _dataset(args.val_ics, args.paths, times, VAL_SEED)
     with torch.random.fork_rng(devices=[]):  # the run's weights from its seed, the global RNG left as it was
         torch.manual_seed(seed)
         model = OUModel(args.width, args.method, args.ncosines, args.paths, torch.as_tensor(times), args.sde_dt,
                         noise_seed=1000 * seed + NOISE_SALT, brownian_seed=1000 * seed + BROWNIAN_SALT,
                         device=device)
-    model.to(device)
     eval_entropy = 1000 * seed + EVAL_SALT
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    solve = Solver("gq", args.tol, args.gtol)
-    path, checkpoint = plan.path, plan.checkpoint
+    evaluation = _Evaluation(model, val, eval_entropy)
+
+    def finish(record: dict, plan) -> None:
+        if evaluation.samples is None:  # resumed a finished run: sample again for the figure
+            evaluation()
+        plot_solutions(plan.figure, times, *(t.cpu().numpy() for t in val.tensors), evaluation.samples.cpu().numpy(),
+                       title=f"{NAME} {args.method} W={args.width} N={args.ncosines} seed {seed}: test KL "
+                             f"{record['history']['val_metric'][-1]:.3g}")
+        record["figure"] = str(plan.figure)
+
     details = {
         "ou": {"mu": MU, "theta": THETA, "sigma": SIGMA, "phi": PHI, "t_end": T_END, "y0_range": Y0_RANGE},
         "simulation": "exact Gaussian transitions of the linear SDE (no discretisation error)",
@@ -353,96 +374,22 @@ def train_run(args: argparse.Namespace, plan: RunPlan) -> dict[str, Any]:
                       "for every method",
         "nfe": "gq: dopri5 solver statistics; sde-*: drift-network evaluations per batch",
     }
-    record: dict[str, Any] = {
-        "task": NAME, "variant": variant(args), "method": args.method, "width": args.width, "seed": seed,
-        "config": plan.config, "config_hash": plan.config_hash, "environment": environment(), "device": str(device),
-        "world_size": 1,
-        "parameters_field": sum(p.numel() for p in model.func.parameters()),
-        "parameters_total": sum(p.numel() for p in model.parameters()),
-        "data_source": f"generated: time-dependent OU, {args.train_ics} training and {args.val_ics} validation ICs "
-                       f"× {args.paths} paths at {args.times} times on [0, {T_END:g}], exact transitions from NumPy "
-                       f"seeds {TRAIN_SEED} / {VAL_SEED}",
-        "metric_name": "kl", "details": details, "epochs_done": 0, "finished": False,
-        "history": {"epoch_time_s": [], "train_loss": [], "val_loss": [], "val_metric": [], "val_logp": [],
-                    "nfe_forward": [], "nfe_backward": [], "peak_memory_mb": []},
-    }
-    start_epoch = 0
-    samples = None
-    if plan.state is not None:
-        state, plan.state = plan.state, None  # the plan need not keep the tensors alive
-        restore_states(checkpoint, (model, state["model"]), (optimizer, state["optimizer"]))
-        model.noise.generator.set_state(state["generators"]["noise"])
-        model.brownian_generator.set_state(state["generators"]["brownian"])
-        record = resumed_record(state["record"], plan, args.epochs)
-        start_epoch = record["epochs_done"]
-    else:
-        kl, logp, samples = evaluate(model, val, eval_entropy)
-        record["history"]["val_loss"].append(kl)
-        record["history"]["val_metric"].append(kl)
-        record["history"]["val_logp"].append(logp)
-    history = record["history"]
-    bar = tqdm(range(start_epoch, args.epochs), desc=f"{NAME} {args.method} w{args.width} seed {seed}", unit="epoch",
-               disable=args.no_progress, file=sys.stderr)
-    for epoch in bar:
-        loader = train_loader(train, args.batch_size, seed, epoch, group)
-        memory = PeakMemory(device)
-        memory.start()
-        losses, nfe_f, nfe_b = [], [], []
-        began = time.perf_counter()
-        for y0, target in loader:
-            solve.reset()
-            optimizer.zero_grad(set_to_none=True)
-            calls = model.evaluations()
-            loss = moment_kl(model(y0, solve), target)
-            forward_calls = model.evaluations()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-            if args.method == "gq":
-                forward, backward = solve.nfe()
-            else:
-                forward = forward_calls - calls
-                backward = model.evaluations() - forward_calls if args.method == "sde-adjoint" else None
-            nfe_f.append(forward)
-            nfe_b.append(backward)
-        elapsed = time.perf_counter() - began
-        kl, logp, samples = evaluate(model, val, eval_entropy)
-        record_epoch(record, epoch, args.epochs, elapsed=elapsed, train_loss=float(torch.stack(losses).mean()),
-                     val_loss=kl, val_metric=kl, nfe_forward=nfe_f, nfe_backward=nfe_b,
-                     peak_memory_mb=memory.peak_mib())
-        history["val_logp"].append(logp)
-        bar.set_postfix(loss=f"{history['train_loss'][-1]:.3g}", kl=f"{kl:.3g}")
-        # checkpoint first: a result JSON is never ahead of the checkpoint that can continue it
-        save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                     "record": record, "generators": _generator_states(model)})
-        write_json_atomic(path, record)
-    if start_epoch >= args.epochs:
-        write_json_atomic(path, record)  # resumed a finished run: the record now shows this command's config
-    if record["finished"]:
-        if samples is None:  # resumed a finished run: sample again for the figure
-            samples = evaluate(model, val, eval_entropy)[2]
-        figure = plan.figure
-        plot_solutions(figure, times, *(t.cpu().numpy() for t in val.tensors), samples.cpu().numpy(),
-                       title=f"{NAME} {args.method} W={args.width} N={args.ncosines} seed {seed}: test KL "
-                             f"{history['val_metric'][-1]:.3g}")
-        record["figure"] = str(figure)
-    record["path"] = str(path)
-    return record
+    return TaskSetup(
+        model=model, field=model.func, train=train, val=val, loss=moment_kl, metric=moment_kl, metric_name="kl",
+        data_source=f"generated: time-dependent OU, {args.train_ics} training and {args.val_ics} validation ICs × "
+                    f"{args.paths} paths at {args.times} times on [0, {T_END:g}], exact transitions from NumPy seeds "
+                    f"{TRAIN_SEED} / {VAL_SEED}",
+        details=details, solver=OUSolver(model, args.tol, args.gtol), evaluate=evaluation,
+        states={"noise": model.noise.generator, "brownian": model.brownian_generator}, finish=finish)
 
 
-def main(args: argparse.Namespace) -> int:
-    """Every seed of the command line, checked as a whole before any training; prints a one-line summary per run."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError(f"{NAME} runs in a single process; launch it without torchrun")
-    for plan in plan_runs(sys.modules[__name__], args):
-        record = train_run(args, plan)
-        history = record["history"]
-        print(f"{NAME} {args.method} width {args.width} seed {plan.seed}: {sum(history['epoch_time_s']):.2f} s "
-              f"training, "
-              f"test KL {history['val_metric'][-1]:.4g}, log-likelihood {history['val_logp'][-1]:.4g} "
-              f"-> {record['path']}")
-        print(f"data: {record['data_source']}")
-    return 0
+def _command():
+    from validation.harness.training import task_command
+
+    return task_command(sys.modules[__name__])
+
+
+configure, main = _command()
 
 
 # --- figure ------------------------------------------------------------------------------------------------------
@@ -496,13 +443,3 @@ def plot_solutions(path: Path, times: np.ndarray, y0: np.ndarray, data: np.ndarr
     image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB").quantize(colors=64)
     with atomic_open(Path(path), "wb") as handle:
         image.save(handle, format="PNG", optimize=True)
-
-
-if __name__ == "__main__":  # until the command is registered in validation/__main__.py
-    _parser = argparse.ArgumentParser(prog="python -m validation.tasks.ornstein_uhlenbeck", description=HELP)
-    configure(_parser)
-    _args = _parser.parse_args()
-    try:
-        sys.exit(main(_args))
-    except UsageError as _error:
-        _parser.exit(UsageError.exit_status, f"{_parser.prog}: error: {_error}\n")

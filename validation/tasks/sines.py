@@ -81,7 +81,7 @@ def variant(args) -> str:
     return f"{args.points}pts-{'irregular' if args.irregular else 'regular'}"
 
 
-def build(args, generator: torch.Generator):
+def build(args, generator: torch.Generator, seed: int):
     from validation.harness.training import TaskSetup
 
     train = torch.utils.data.TensorDataset(*sines_data(N_TRAIN, args.points, args.irregular, generator))
