@@ -1,4 +1,4 @@
-"""``bench solver``: gqref's compiled dopri5 against scipy's RK45 and torchdiffeq's dopri5 on small ODEs.
+"""``bench solver``: gqref's compiled dopri5 against scipy's RK45, torchdiffeq's dopri5 and (optional) diffrax's Dopri5.
 
 Each solver is timed end to end (one call from y0 to the final time) after an untimed warm-up. The solvers run
 interleaved round-robin, so drifts in machine load hit all of them alike, in a freshly shuffled (seeded) order each
@@ -32,14 +32,17 @@ from validation.harness.environment import environment
 
 BASELINE = "scipy_rk45"
 REFERENCE_TOL = 1e-13
+DIFFRAX_MAX_STEPS = 100_000  # far above any problem's need; diffrax sizes its buffers by it
 METHOD_LABELS = {
     "gqref": "gqref dopri5 (torchdiffeq control)",
     "gqref_scipy": "gqref dopri5 (scipy control)",
     "scipy_rk45": "scipy RK45",
     "torchdiffeq": "torchdiffeq dopri5",
     "gqtorch": "gqtorch dopri5",
+    "diffrax": "diffrax Dopri5 (jax.jit)",
 }
-# (gqref method, the library it reproduces): their final states should agree far below the tolerance.
+# (gqref method, the library it reproduces): their final states should agree far below the tolerance. diffrax's
+# controller is not torchdiffeq's (other step sequences), so it is compared with the reference only.
 TWINS = (("gqref", "torchdiffeq"), ("gqref_scipy", "scipy_rk45"), ("gqtorch", "torchdiffeq"))
 
 
@@ -137,13 +140,60 @@ def gqtorch_solver(problem: Problem) -> Solver:
     return solve
 
 
+def diffrax_available() -> bool:
+    """Whether the optional ``bench`` extra (jax and diffrax) is installed."""
+    try:
+        import diffrax  # noqa: F401
+        import jax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def diffrax_solver(problem: Problem) -> Solver:
+    """diffrax's Dopri5 with its PID controller (proportional only, as its default), the whole solve under
+    ``jax.jit``, float64, on the same twin with ``jnp.stack``. Each call includes jax's dispatch from Python, as each
+    of the other solvers' calls includes its own. diffrax counts steps, not evaluations: NFE is reported as "—"."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    term = diffrax.ODETerm(lambda t, y, p: problem.rhs(t, y, p, jnp.stack))
+    controller = diffrax.PIDController(rtol=problem.rtol, atol=problem.atol)
+    t0, t1 = problem.t_span
+
+    @jax.jit
+    def run(y0, params):
+        sol = diffrax.diffeqsolve(term, diffrax.Dopri5(), t0, t1, dt0=None, y0=y0, args=params,
+                                  stepsize_controller=controller, saveat=diffrax.SaveAt(t1=True),
+                                  max_steps=DIFFRAX_MAX_STEPS)
+        return sol.ys[-1], sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"]
+
+    y0, params = jnp.asarray(problem.y0), jnp.asarray(problem.params)
+
+    def solve() -> Run:
+        y, accepted, rejected = jax.block_until_ready(run(y0, params))
+        return Run(np.asarray(y).copy(), -1, int(accepted), int(rejected))
+
+    return solve
+
+
 SOLVERS: dict[str, Callable[[Problem], Solver]] = {
     "gqref": gqref_solver,
     "gqref_scipy": partial(gqref_solver, controller="scipy"),
     "scipy_rk45": scipy_solver,
     "torchdiffeq": torchdiffeq_solver,
     "gqtorch": gqtorch_solver,
+    "diffrax": diffrax_solver,
 }
+# Solvers whose library is an optional extra: left out, with a note, where it is not installed.
+OPTIONAL: dict[str, Callable[[], bool]] = {"diffrax": diffrax_available}
+
+
+def available_methods() -> tuple[str, ...]:
+    """Every solver, less the optional ones whose library is not installed."""
+    return tuple(m for m in SOLVERS if m not in OPTIONAL or OPTIONAL[m]())
 
 
 def tight_reference(problem: Problem) -> tuple[np.ndarray, str]:
@@ -194,12 +244,15 @@ def compile_gqref(problem: Problem) -> float:
 
 def benchmark(
     problems: Sequence[Problem],
-    methods: Sequence[str] = tuple(SOLVERS),
+    methods: Sequence[str] | None = None,
     repeats: int = 20,
     reference: Callable[[Problem], tuple[np.ndarray, str]] = tight_reference,
     progress: bool = True,
 ) -> list[ProblemResult]:
-    """Compile, warm up, then time every (problem, method) interleaved; one :class:`ProblemResult` per problem."""
+    """Compile, warm up, then time every (problem, method) interleaved; one :class:`ProblemResult` per problem.
+    ``methods`` defaults to every solver whose library is installed (:func:`available_methods`)."""
+    if methods is None:
+        methods = available_methods()
     unknown = set(methods) - set(SOLVERS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(SOLVERS)}")
@@ -255,7 +308,8 @@ def format_table(result: ProblemResult) -> str:
     for m in result.methods.values():
         speedup = "—" if m.speedup_vs_baseline is None else f"{m.speedup_vs_baseline:.3g}×"
         rejected = "—" if m.n_rejected < 0 else str(m.n_rejected)
-        lines.append(f"| {m.label} | {_format_time(m.median_s)} | {speedup} | {m.nfe} | {m.n_accepted} | {rejected} "
+        nfe = "—" if m.nfe < 0 else str(m.nfe)
+        lines.append(f"| {m.label} | {_format_time(m.median_s)} | {speedup} | {nfe} | {m.n_accepted} | {rejected} "
                      f"| {m.max_abs_err:.2e} |")
     if result.agreement:
         lines.append("")
@@ -270,10 +324,13 @@ def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_
     if quick:
         repeats = min(repeats, QUICK_REPEATS)
     env = environment()
-    print("## Solver benchmark: gqref (compiled) vs scipy RK45 vs torchdiffeq dopri5\n")
+    print("## Solver benchmark: gqref (compiled) vs scipy RK45, torchdiffeq dopri5 and diffrax Dopri5\n")
     print(f"{repeats} interleaved rounds (shuffled order), medians; torch on 1 thread.")
     print(f"{env['platform']}; Python {env['python']}, "
           + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + "\n")
+    missing = [METHOD_LABELS[m] for m in OPTIONAL if not OPTIONAL[m]()]
+    if missing:
+        print(f"Not installed, so not timed: {', '.join(missing)} (pip install -e '.[bench]').\n")
     results = benchmark(list(PROBLEMS.values()), repeats=repeats)
     for result in results:
         print(format_table(result) + "\n")
