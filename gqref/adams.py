@@ -93,14 +93,16 @@ def corrector_warning(max_iters: int, t1: float) -> None:
 
 
 class AdamsStepper:
-    """The Adams method's memory across the steps of one solve (NumPy), and its step.
+    """The Adams method's memory across the steps of one solve, and its step: the algorithm once, for both twins.
 
     ``evaluate(s, nudge, y)`` returns the field (caller's time derivative) at solver time ``s`` (perturbed by one
     ulp in the direction ``nudge`` when the solve perturbs); ``startup(s0, s1, direction, y0, f0)`` is the rk4 step that
-    reuses ``f0``. Both come from :mod:`gqref.fixed_grid`, which owns the stage times and the rk4 tableau.
+    reuses ``f0``. Both come from :mod:`gqref.fixed_grid` (or gqtorch's), which owns the stage times and the rk4
+    tableau. The array arithmetic is in four small methods, NumPy's here; :class:`gqtorch.adams.AdamsStepper`
+    overrides them for tensors and inherits the rest.
     """
 
-    def __init__(self, method: str, max_order: int, max_iters: int, rtol: float, atol: np.ndarray,
+    def __init__(self, method: str, max_order: int, max_iters: int, rtol: float, atol,
                  evaluate: Callable, startup: Callable):
         self.implicit = IMPLICIT[method]
         self.max_order = max_order
@@ -112,12 +114,33 @@ class AdamsStepper:
         self.history: deque = deque(maxlen=max_order - 1)  # newest first
         self.last_s: float | None = None
 
-    def _remember(self, s: float, f: np.ndarray) -> None:
+    # --- the array arithmetic (NumPy) ----------------------------------------------------------------------------
+
+    @staticmethod
+    def weighted_sum(weights, values, scale: float):
+        """Σ_i (scale·w_i)·v_i over zip(weights, values) (the shorter decides)."""
+        return sum((scale * w) * v for w, v in zip(weights, values))
+
+    @staticmethod
+    def add_scaled(y, x, alpha: float):
+        """y + alpha·x."""
+        return y + alpha * x
+
+    def converged(self, dy_old, dy) -> bool:
+        return corrector_converged(dy_old, dy, self.rtol, self.atol)
+
+    @staticmethod
+    def all_finite(x) -> bool:
+        return bool(np.all(np.isfinite(x)))
+
+    # --- the algorithm ---------------------------------------------------------------------------------------------
+
+    def _remember(self, s: float, f) -> None:
         if self.last_s != s:
             self.history.appendleft(f)
             self.last_s = s
 
-    def step(self, s0: float, s1: float, direction: float, y0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, s0: float, s1: float, direction: float, y0):
         """(y1, f0) for the step from s0 to s1."""
         h = direction * (s1 - s0)  # the signed step in the caller's time
         f0 = self.evaluate(s0, 1, y0)
@@ -125,19 +148,20 @@ class AdamsStepper:
         order = min(len(self.history), self.max_order - 1)
         if order < MIN_ORDER - 1:
             return self.startup(s0, s1, direction, y0, f0), f0
-        dy = sum((h * beta) * f for beta, f in zip(BASHFORTH[order], self.history))
+        dy = self.weighted_sum(BASHFORTH[order], self.history, h)
         if self.implicit:
             weights = MOULTON[order + 1]
-            delta = h * sum(beta * f for beta, f in zip(weights[1:], self.history))
+            delta = self.weighted_sum(weights[1:], self.history, 1.0) * h
             converged = False
             for _ in range(self.max_iters):
                 dy_old = dy
                 f1 = self.evaluate(s1, -1, y0 + dy)
-                dy = (h * weights[0]) * f1 + delta
-                converged = corrector_converged(dy_old, dy, self.rtol, self.atol)
+                dy = self.add_scaled(delta, f1, h * weights[0])
+                converged = self.converged(dy_old, dy)
                 if converged:
                     break
             if not converged:
-                corrector_warning(self.max_iters, direction * s1)
+                if self.all_finite(dy):  # a non-finite field is reported by the solve, not as a convergence failure
+                    corrector_warning(self.max_iters, direction * s1)
                 self.history.pop()
         return y0 + dy, f0
