@@ -8,12 +8,12 @@ clips the last step to end exactly on the final output time, as ``solve_ivp`` do
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from gqref._numba import kernel
+from gqref.arguments import count, real_array, real_number
 from gqref.controller import (
     DFACTOR,
     IFACTOR,
@@ -71,19 +71,11 @@ class AdaptiveOptions:
 
 
 def _option_number(name: str, value, *, low: float, low_inclusive: bool, allow_inf: bool = False) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isnan(value) or (
-            math.isinf(value) and not allow_inf) or value < low or (value == low and not low_inclusive):
-        bound = f">= {low}" if low_inclusive else f"> {low}"
-        raise InputError(f"options[{name!r}] must be a real number {bound}{' (inf allowed)' if allow_inf else ''}, "
-                         f"got {value!r}")
-    return float(value)
+    return real_number(f"options[{name!r}]", value, low=low, low_open=not low_inclusive, allow_inf=allow_inf)
 
 
 def _option_times(name: str, value) -> tuple[float, ...]:
-    try:
-        times = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise InputError(f"options[{name!r}] must be a 1-D sequence of times, got {value!r}") from None
+    times = real_array(f"options[{name!r}]", value).reshape(-1)
     if not np.all(np.isfinite(times)):
         raise InputError(f"options[{name!r}] must hold finite times, got {times.tolist()!r}")
     return tuple(times.tolist())
@@ -129,10 +121,7 @@ def adaptive_options(options: dict | None, *, method: str = "dopri5", allowed: t
         if values["dfactor"] > 1.0:
             raise InputError(f"options['dfactor'] must be in (0, 1], got {values['dfactor']!r}")
     if "max_num_steps" in options:
-        steps = options["max_num_steps"]
-        if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
-            raise InputError(f"options['max_num_steps'] must be a positive integer, got {steps!r}")
-        values["max_num_steps"] = int(steps)
+        values["max_num_steps"] = count("options['max_num_steps']", options["max_num_steps"])
     rest = {key: options[key] for key in ("norm", "dtype") if key in options}
     return AdaptiveOptions(**values), rest
 

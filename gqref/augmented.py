@@ -15,7 +15,7 @@ import numpy as np
 
 from gqref._numba import njit, njit_closure
 from gqref.errors import InputError
-from gqref.field import VectorField
+from gqref.field import VectorField, vjp_value
 
 
 def require_vjps(field: VectorField, roles: tuple[str, ...]) -> None:
@@ -64,16 +64,19 @@ def _python_dynamics(field: VectorField, shape: tuple[int, ...], full: bool, tim
     def flat(v):
         return np.asarray(v).reshape(-1)
 
+    # each VJP checked by name, so a wrong shape or a NaN names vjp_y/vjp_p/vjp_t rather than the augmented field
     if full:
         def dynamics(t, x, p):
             z, neg_a = state(x[1:1 + n]), state(-x[1 + n:1 + 2 * n])
-            vjp_t = field.vjp_t(t, z, p, neg_a) if time else 0.0
+            vjp_t = float(vjp_value("vjp_t", field.vjp_t(t, z, p, neg_a), t, ())) if time else 0.0
             return np.concatenate([[vjp_t], flat(field.f(t, z, p)),
-                                   flat(field.vjp_y(t, z, p, neg_a)), flat(field.vjp_p(t, z, p, neg_a))])
+                                   flat(vjp_value("vjp_y", field.vjp_y(t, z, p, neg_a), t, shape)),
+                                   vjp_value("vjp_p", field.vjp_p(t, z, p, neg_a), t, p.shape)])
     else:
         def dynamics(t, x, p):
             z, neg_a = state(x[:n]), state(-x[n:])
-            return np.concatenate([flat(field.f(t, z, p)), flat(field.vjp_y(t, z, p, neg_a))])
+            return np.concatenate([flat(field.f(t, z, p)),
+                                   flat(vjp_value("vjp_y", field.vjp_y(t, z, p, neg_a), t, shape))])
     return dynamics
 
 

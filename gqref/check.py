@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gqref.arguments import finite_array, non_negative_float, positive_float
 from gqref.errors import GQError, InputError
 from gqref.field import COMPLEX_STEP, VectorField, complete_vjps, probe_complex_step
 from gqref.gradient import gradient
@@ -111,8 +112,8 @@ class GradientReport:
 
     def allowed(self, rtol: float, atol: float | None = None) -> dict[str, float]:
         """The max-abs error each component may have: max(rtol·scale_c, atol), atol = rtol·G by default."""
-        _check_tolerance("rtol", rtol)
-        atol = rtol * self.gradient_scale if atol is None else _check_tolerance("atol", atol, allow_zero=True)
+        rtol = positive_float("rtol", rtol)
+        atol = rtol * self.gradient_scale if atol is None else non_negative_float("atol", atol)
         return {c.name: max(rtol * c.reference_scale, atol) for c in self.components}
 
     def verdict(self, rtol: float, atol: float | None = None) -> str:
@@ -150,15 +151,6 @@ class GradientReport:
         lines += [f"| {c.name} | {c.relative:.3e} | {c.max_abs_error:.3e} | {c.reference_scale:.3e} | "
                   f"{c.reference_error:.3e} |" for c in self.components]
         return "\n".join(lines)
-
-
-def _check_tolerance(name: str, value, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and np.isfinite(value) and (value >= 0 if allow_zero
-                                                                                  else value > 0)
-    if not ok:
-        raise InputError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number, "
-                         f"got {value!r}")
-    return float(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,12 +271,7 @@ def _cotangent(dL_dy, t: np.ndarray, y0: np.ndarray) -> np.ndarray:
     shape = (len(t), *y0.shape)
     if dL_dy is None:
         return np.ones(shape)
-    dL_dy = np.asarray(dL_dy, dtype=np.float64)
-    if dL_dy.shape != shape:
-        raise InputError(f"dL_dy must have the shape of ys, {shape}; got {dL_dy.shape}")
-    if not np.all(np.isfinite(dL_dy)):
-        raise InputError("dL_dy must be finite")
-    return dL_dy
+    return finite_array("dL_dy", dL_dy, shape=shape, shape_of="ys")
 
 
 def check_gradient(candidate: Callable, problem, dL_dy=None, *, reference: Reference | None = None

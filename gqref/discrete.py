@@ -18,7 +18,7 @@ import numpy as np
 from gqref.augmented import require_vjps
 from gqref.dopri5 import one_ulp
 from gqref.errors import InputError
-from gqref.field import VectorField
+from gqref.field import VectorField, vjp_value
 from gqref.interp import fit_matrix
 from gqref.solve import Solution, StepMethod
 from gqref.tableau import DOPRI5, FloatTableau, float_tableau
@@ -171,9 +171,10 @@ def discrete_gradient(field: VectorField, forward: Solution, params: np.ndarray,
 
     def pull(s, y, k_bar):
         """Cotangents of F(s, y) = d·f(d·s, y) for the slope cotangent k_bar: (y, params, s)."""
-        y_bar = np.asarray(vjp_y(d * s, y, params, d * k_bar))
-        p_bar = np.asarray(vjp_p(d * s, y, params, d * k_bar))
-        s_bar = float(vjp_t(d * s, y, params, k_bar)) if t_grad else 0.0
+        t = d * s  # checked, so a NaN VJP names itself and its time instead of becoming a NaN gradient
+        y_bar = vjp_value("vjp_y", vjp_y(t, y, params, d * k_bar), t, y.shape)
+        p_bar = vjp_value("vjp_p", vjp_p(t, y, params, d * k_bar), t, params.shape)
+        s_bar = float(vjp_value("vjp_t", vjp_t(t, y, params, k_bar), t, ())) if t_grad else 0.0
         return y_bar, p_bar, s_bar
 
     tab = plan.tab

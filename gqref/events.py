@@ -41,11 +41,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gqref.arguments import finite_float, positive_float
 from gqref.dense import DenseOutput, dense_output
 from gqref.errors import InputError, SolverError
 from gqref.field import VectorField, as_field
 from gqref.gradient import Gradient, gradient
-from gqref.solve import DEFAULT_MAX_STEPS, Solution, positive_number, solve
+from gqref.solve import DEFAULT_MAX_STEPS, Solution, solve
 
 
 class NoEventError(SolverError):
@@ -102,10 +103,10 @@ def combine_event_fn(event_fn: Callable, t0: float, y0: np.ndarray, params: np.n
 
 def event_tolerance(tol, atol) -> float:
     if tol is not None:
-        return positive_number("tol", tol)
+        return positive_float("tol", tol)
     if np.ndim(atol) != 0:
         raise InputError("the event tolerance defaults to atol, which must then be one number; pass tol")
-    return positive_number("atol", atol)
+    return positive_float("atol", atol)
 
 
 def bisection_count(s0: float, s1: float, tol: float) -> int:
@@ -142,10 +143,9 @@ def solve_until_event(field: VectorField | Callable, y0, t0: float, params, even
                       max_steps: int = DEFAULT_MAX_STEPS) -> EventSolution:
     """The first sign change of ``event_fn`` after ``t0``; see the module docstring."""
     field, y0, params = _inputs(field, y0, params)
-    t0 = float(t0)
-    t_max = float(t_max)
-    if not (math.isfinite(t0) and math.isfinite(t_max)) or t_max == t0:
-        raise InputError(f"t0 and t_max must be finite and different, got t0 = {t0!r}, t_max = {t_max!r}")
+    t0, t_max = finite_float("t0", t0), finite_float("t_max", t_max)
+    if t_max == t0:
+        raise InputError(f"t0 and t_max must be different, got t0 = t_max = {t0!r}")
     tol = event_tolerance(tol, atol)
     combined, signs = combine_event_fn(event_fn, t0, y0, params)
     solution = solve(field, y0, [t0, t_max], params, rtol=rtol, atol=atol, max_steps=max_steps)

@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from gqref._numba import is_compiled, jitable
-from gqref.errors import InputError
+from gqref.errors import InputError, NonFiniteFieldError
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,13 @@ def flat_python_function(function: Callable, shape: tuple[int, ...], dtype, role
     """Wrap a plain-Python ``f(t, y, p)`` so kernels can call it on flat arrays; checks the returned shape."""
     size = int(np.prod(shape, dtype=np.int64))
 
+    real = np.dtype(dtype).kind != "c"
+
     def flat(t, y, p):
-        out = np.asarray(function(t, y.reshape(shape), p), dtype=dtype)
+        out = np.asarray(function(t, y.reshape(shape), p))
+        if real and np.iscomplexobj(out):
+            raise complex_output(role, out.dtype, t)
+        out = out.astype(dtype, copy=False)
         if out.size != size or (out.shape != shape and out.ndim != 1):
             raise InputError(
                 f"field.{role} returned shape {out.shape} at t = {float(t)!r}; expected the state's {shape}"
@@ -67,6 +72,29 @@ def flat_python_function(function: Callable, shape: tuple[int, ...], dtype, role
         return out.reshape(size)
 
     return flat
+
+
+def complex_output(role: str, dtype, t) -> InputError:
+    """A real state's field returned complex values: casting them would silently drop the imaginary part."""
+    return InputError(f"field.{role} returned complex values (dtype {dtype}) at t = {float(np.real(t))!r} for a real "
+                      "state; return real values (gq solves real ODEs: split a complex state into its real and "
+                      "imaginary parts)")
+
+
+def vjp_value(role: str, value, t, shape: tuple[int, ...]) -> np.ndarray:
+    """A VJP's result checked where it is used: real, of ``shape`` (the state's for vjp_y, the parameters' for
+    vjp_p, () for vjp_t; a flat array of that size also passes) and finite. A NaN here would otherwise become a
+    NaN gradient with no error, so it raises :class:`NonFiniteFieldError` naming the VJP and the time."""
+    out = np.asarray(value)
+    if np.iscomplexobj(out):
+        raise complex_output(role, out.dtype, t)
+    size = int(np.prod(shape, dtype=np.int64))
+    if out.shape != tuple(shape) and not (out.ndim == 1 and out.size == size) and not (shape == () and out.size == 1):
+        raise InputError(f"field.{role} returned shape {out.shape} at t = {float(t)!r}; expected {tuple(shape)}")
+    if not np.all(np.isfinite(out)):
+        raise NonFiniteFieldError(f"field.{role} returned a non-finite value (NaN or inf) at t = {float(t)!r}",
+                                  float(t))
+    return out.astype(np.float64, copy=False).reshape(shape)
 
 
 @jitable

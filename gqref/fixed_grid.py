@@ -32,7 +32,6 @@ grids, stage placement and interpolation weights defined here.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gqref.adams import ADAMS_METHODS, DEFAULT_MAX_ITERS, MAX_ORDER, MIN_ORDER, AdamsStepper
+from gqref.arguments import count, flag, optional_positive_float
 from gqref.errors import NONFINITE_FIELD, SUCCESS, InputError
 from gqref.tableau import FIXED_GRID_TABLEAUX, RK4, Tableau, float_tableau
 
@@ -74,22 +74,8 @@ class FixedOptions:
         return self.method in ADAMS_METHODS
 
 
-def _scalar(value):
-    """A 1-element array or tensor as a Python number (other values unchanged)."""
-    if not isinstance(value, (numbers.Number, str)) and hasattr(value, "item"):
-        size = value.numel() if callable(getattr(value, "numel", None)) else getattr(value, "size", 1)
-        if size == 1:
-            return value.item()
-    return value
-
-
 def _integer(name: str, value, low: int, high: int | None) -> int:
-    value = _scalar(value)
-    if (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low
-            or (high is not None and value > high)):
-        expected = f"an integer in [{low}, {high}]" if high is not None else f"an integer ≥ {low}"
-        raise InputError(f"options['{name}'] must be {expected}, got {value!r}")
-    return int(value)
+    return count(f"options['{name}']", value, minimum=low, maximum=high)
 
 
 def fixed_options(method: str, options: dict | None) -> FixedOptions:
@@ -106,12 +92,9 @@ def fixed_options(method: str, options: dict | None) -> FixedOptions:
             raise InputError(f"options[{key!r}] is not supported for method {method!r}; supported: {list(allowed)}")
     values: dict = {"method": method}
 
-    step_size = _scalar(options.get("step_size"))
+    step_size = optional_positive_float("options['step_size']", options.get("step_size"))
     if step_size is not None:
-        if (not isinstance(step_size, numbers.Real) or isinstance(step_size, bool) or not math.isfinite(step_size)
-                or step_size <= 0):
-            raise InputError(f"options['step_size'] must be a positive finite number, got {step_size!r}")
-        values["step_size"] = float(step_size)
+        values["step_size"] = step_size
 
     grid_constructor = options.get("grid_constructor")
     if grid_constructor is not None:
@@ -128,10 +111,7 @@ def fixed_options(method: str, options: dict | None) -> FixedOptions:
         raise InputError(f"options['interp'] must be one of {list(INTERPOLATIONS)}, got {interp!r}")
     values["interp"] = interp
 
-    perturb = options.get("perturb", False)
-    if not isinstance(perturb, (bool, np.bool_)):
-        raise InputError(f"options['perturb'] must be a bool, got {perturb!r}")
-    values["perturb"] = bool(perturb)
+    values["perturb"] = flag("options['perturb']", options.get("perturb", False))
 
     if "max_iters" in options:
         values["max_iters"] = _integer("max_iters", options["max_iters"], 1, None)

@@ -54,7 +54,7 @@ import numpy as np
 from gqref.augmented import backward_dynamics, require_vjps
 from gqref.controller import ErrorNorm
 from gqref.dense import DenseOutput, dense_output
-from gqref.field import VectorField
+from gqref.field import VectorField, vjp_value
 from gqref.panels import AUTO_CHECKS, NumpyPanelSums, first_round_counts, interval_panels, refine
 from gqref.quadrature import gauss_legendre, node_count
 from gqref.refinement import DEFAULT_KRONROD_N, integrate_adaptive
@@ -171,9 +171,11 @@ def _interval_gradient(field: VectorField, forward: Solution, params: np.ndarray
         for tau, weight, node_state in zip(nodes, weights, back.ys[1:-1]):
             z_node = node_state[:size].reshape(shape)
             a_node = node_state[size:].reshape(shape)
-            dL_dparams += orientation * weight * np.asarray(field.vjp_p(tau, z_node, params, a_node))
+            dL_dparams += orientation * weight * vjp_value("vjp_p", field.vjp_p(tau, z_node, params, a_node), tau,
+                                                           params.shape)
             if t_grad:
-                sweep.dL_dt0 += orientation * weight * float(field.vjp_t(tau, z_node, params, a_node))
+                sweep.dL_dt0 += orientation * weight * float(vjp_value("vjp_t", field.vjp_t(tau, z_node, params,
+                                                                                            a_node), tau, ()))
         sweep.nfe += n  # each node costs one more evaluation (with its VJP)
         nodes_used.append(n)
         node_times.append(nodes)
@@ -203,9 +205,9 @@ def _node_integrand(field: VectorField, params: np.ndarray, shape: tuple[int, ..
         for k, (tau, node_state) in enumerate(zip(times, states)):
             z_node = node_state[:size].reshape(shape)
             a_node = node_state[size:].reshape(shape)
-            rows[k, : params.size] = np.asarray(field.vjp_p(tau, z_node, params, a_node))
+            rows[k, : params.size] = vjp_value("vjp_p", field.vjp_p(tau, z_node, params, a_node), tau, params.shape)
             if t_grad:
-                rows[k, params.size] = float(field.vjp_t(tau, z_node, params, a_node))
+                rows[k, params.size] = float(vjp_value("vjp_t", field.vjp_t(tau, z_node, params, a_node), tau, ()))
         return rows
 
     return integrand

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -10,6 +9,7 @@ from dataclasses import field as dataclass_field
 import numpy as np
 
 from gqref.adjoint import adjoint_gradient
+from gqref.arguments import count, finite_array, flag, positive_float
 from gqref.discrete import discrete_gradient
 from gqref.errors import InputError
 from gqref.field import VectorField, as_field, complete_vjps
@@ -68,20 +68,8 @@ class Gradient:
 
 
 def _cotangents(dL_dy, shape: tuple[int, ...]) -> np.ndarray:
-    dL_dy = np.asarray(dL_dy, dtype=np.float64)
-    if dL_dy.shape != shape:
-        raise InputError(f"dL_dy must have the shape of Solution.ys, {shape}; got {dL_dy.shape}")
-    if not np.all(np.isfinite(dL_dy)):
-        raise InputError("dL_dy must be finite")
-    return dL_dy
-
-
-def _tolerance(name: str, value, default: float) -> float:
-    if value is None:
-        return default
-    if not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise InputError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    # real only: a complex cotangent's imaginary part would be silently dropped
+    return finite_array("dL_dy", dL_dy, shape=shape, shape_of="Solution.ys")
 
 
 def gradient(
@@ -147,9 +135,8 @@ def gradient(
     field = as_field(field)
     if method not in GRADIENT_METHODS:
         raise InputError(f"method must be one of {list(GRADIENT_METHODS)}, got {method!r}")
-    if params is None:
-        params = np.empty(0)
-    params = np.asarray(params, dtype=np.float64)
+    params = np.empty(0) if params is None else finite_array("params", params)
+    t_grad = flag("t_grad", t_grad)
     if params.ndim != 1:
         raise InputError(f"params must be a 1-D array, got shape {params.shape}")
     rule = quadrature_rule(quadrature, gtol, gatol, max_nodes, strict)
@@ -160,14 +147,16 @@ def gradient(
     field, vjp_sources = complete_vjps(field, float(forward.ts[0]), forward.ys[0], params,
                                        roles=("vjp_y", "vjp_p") + (("vjp_t",) if t_grad else ()))
     dL_dy = _cotangents(dL_dy, forward.ys.shape)
-    back_rtol = _tolerance("adjoint_rtol", adjoint_rtol, rtol)
-    back_atol = _tolerance("adjoint_atol", adjoint_atol, atol)
+    back_rtol = positive_float("rtol" if adjoint_rtol is None else "adjoint_rtol", rtol if adjoint_rtol is None
+                               else adjoint_rtol)
+    back_atol = atol if adjoint_atol is None else positive_float("adjoint_atol", adjoint_atol)
     if method == "gq":
         dy0, dp, dt, counters = gq_gradient(field, forward, params, dL_dy, rule=rule, rtol=back_rtol,
                                             atol=back_atol, t_grad=t_grad)
     elif method in ("adjoint", "seminorm"):
-        blocks = (params.size,) if param_blocks is None else tuple(int(b) for b in param_blocks)
-        if any(b < 0 for b in blocks) or sum(blocks) != params.size:
+        blocks = (params.size,) if param_blocks is None else tuple(
+            count(f"param_blocks[{j}]", b, minimum=0) for j, b in enumerate(param_blocks))
+        if sum(blocks) != params.size:
             raise InputError(f"param_blocks {blocks} must be non-negative sizes summing to params.size "
                              f"{params.size}")
         dy0, dp, dt, counters = adjoint_gradient(field, forward, params, dL_dy, rtol=back_rtol, atol=back_atol,

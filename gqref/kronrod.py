@@ -20,6 +20,7 @@ from functools import cache
 
 import numpy as np
 
+from gqref.arguments import count
 from gqref.errors import InputError
 from gqref.quadrature import gauss_legendre
 
@@ -110,9 +111,7 @@ def gauss_kronrod(n: int, a: float = -1.0, b: float = 1.0) -> tuple[np.ndarray, 
     ``G = gauss_weights @ f(nodes)`` and ``K = kronrod_weights @ f(nodes)`` share the evaluations. Weights are
     positive and sum to |b − a| (integrals run from min(a, b) to max(a, b), as for :func:`gauss_legendre`).
     """
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= MAX_KRONROD_N:
-        raise InputError(f"n must be an integer number of Gauss nodes in [1, {MAX_KRONROD_N}], got {n!r}")
-    nodes, kronrod, gauss = _reference_kronrod(int(n))
+    nodes, kronrod, gauss = _reference_kronrod(count("n", n, 1, MAX_KRONROD_N))
     half = 0.5 * (b - a)
     mid = 0.5 * (a + b)
     return mid + half * nodes, abs(half) * kronrod, abs(half) * gauss

@@ -183,6 +183,9 @@ def refine(sums: PanelSums, panels: list[Panel], *, n_groups: int, rtol: float, 
         rounds += 1
         verdict = sums.assess(rtol, atol, blocks, scales)
         if not verdict.finite:
+            locate = getattr(sums, "locate", None)  # a twin's sums may name the node (it raises if it can)
+            if locate is not None:
+                locate(pending)
             named = ", ".join(f"[{p.lo!r}, {p.hi!r}] in [t_{p.group}, t_{p.group + 1}]" for p in pending[:3])
             raise NonFiniteFieldError("GQ's quadrature integrand (aᵀ∂f/∂θ or a·∂f/∂t) is not finite (NaN or inf) "
                                       f"at a node of the panels {named}{' …' if len(pending) > 3 else ''}",

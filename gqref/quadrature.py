@@ -8,7 +8,7 @@ from functools import cache
 import numpy as np
 from numpy.polynomial.legendre import leggauss
 
-from gqref.errors import InputError
+from gqref.arguments import count, positive_float
 
 DEFAULT_MAX_NODES = 64  # the paper's cap: exact for polynomials of degree ≤ 127
 
@@ -26,9 +26,7 @@ def gauss_legendre(n: int, a: float = -1.0, b: float = 1.0) -> tuple[np.ndarray,
 
     Exact for polynomials of degree ≤ 2n − 1; nodes are symmetric about the midpoint; weights sum to |b − a|.
     """
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise InputError(f"n must be a positive integer number of nodes, got {n!r}")
-    nodes, weights = _reference_rule(int(n))
+    nodes, weights = _reference_rule(count("n", n))
     half = 0.5 * (b - a)
     mid = 0.5 * (a + b)
     return mid + half * nodes, abs(half) * weights
@@ -41,10 +39,8 @@ def node_count(gtol: float, nfe: int, t_prev: float, t_next: float, t_first: flo
     Evaluated in float64 in the paper's order (C·NFE·Δt / span), so it gives the paper's counts bit for bit,
     e.g. one interval, NFE 26, C 0.1 → 3 nodes.
     """
-    if not (isinstance(gtol, (int, float)) and math.isfinite(gtol) and gtol > 0):
-        raise InputError(f"gtol must be a positive finite number, got {gtol!r}")
-    if not isinstance(max_nodes, (int, np.integer)) or max_nodes < 1:
-        raise InputError(f"max_nodes must be a positive integer, got {max_nodes!r}")
+    gtol = positive_float("gtol", gtol)
+    max_nodes = count("max_nodes", max_nodes)
     share = gtol * nfe * abs(t_next - t_prev) / abs(t_last - t_first)
     if not share < max_nodes:  # also a share that overflowed to inf (a huge C)
         return int(max_nodes)

@@ -18,10 +18,9 @@ Why the auto rule is the default, and how it works: :mod:`gqref.panels`.
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
+from gqref.arguments import count, flag, non_negative_float, positive_float
 from gqref.errors import InputError
 from gqref.quadrature import DEFAULT_MAX_NODES as PAPER_MAX_NODES  # the paper's cap on nodes per interval
 
@@ -34,37 +33,13 @@ RECHECK_EVERY = 10  # AutoRule: calls per check once a check passed with a wide 
 REUSE_MARGIN = 0.1  # AutoRule: the margin (error / tolerance) a check must show before its result is reused
 
 
-def _positive(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{owner}: {name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _non_negative(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise InputError(f"{owner}: {name} must be a non-negative finite number, got {value!r}")
-    return float(value)
-
-
-def _count(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{owner}: {name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _flag(owner: str, name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{owner}: {name} must be True or False, got {value!r}")
-    return value
-
-
 def _check_tolerances(rule) -> None:
     """Validate (and normalise) the fields the error-controlled rules share: rtol, atol, max_nodes."""
     owner = type(rule).__name__
     if rule.rtol is not None:
-        object.__setattr__(rule, "rtol", _positive(owner, "rtol (gtol)", rule.rtol))
-    object.__setattr__(rule, "atol", _non_negative(owner, "atol (gatol)", rule.atol))
-    object.__setattr__(rule, "max_nodes", _count(owner, "max_nodes", rule.max_nodes))
+        object.__setattr__(rule, "rtol", positive_float(f"{owner}: rtol (gtol)", rule.rtol))
+    object.__setattr__(rule, "atol", non_negative_float(f"{owner}: atol (gatol)", rule.atol))
+    object.__setattr__(rule, "max_nodes", count(f"{owner}: max_nodes", rule.max_nodes))
 
 
 @dataclass(frozen=True)
@@ -79,8 +54,8 @@ class IntervalRule:
     name = "interval"
 
     def __post_init__(self):
-        object.__setattr__(self, "C", _positive("IntervalRule", "C (gtol)", self.C))
-        object.__setattr__(self, "max_nodes", _count("IntervalRule", "max_nodes", self.max_nodes))
+        object.__setattr__(self, "C", positive_float("IntervalRule: C (gtol)", self.C))
+        object.__setattr__(self, "max_nodes", count("IntervalRule: max_nodes", self.max_nodes))
 
 
 @dataclass(frozen=True)
@@ -144,9 +119,9 @@ class AutoRule:
 
     def __post_init__(self):
         _check_tolerances(self)
-        object.__setattr__(self, "recheck_every", _count("AutoRule", "recheck_every", self.recheck_every))
-        object.__setattr__(self, "strict", _flag("AutoRule", "strict", self.strict))
-        object.__setattr__(self, "C", _positive("AutoRule", "C", self.C))
+        object.__setattr__(self, "recheck_every", count("AutoRule: recheck_every", self.recheck_every))
+        object.__setattr__(self, "strict", flag("AutoRule: strict", self.strict))
+        object.__setattr__(self, "C", positive_float("AutoRule: C", self.C))
 
     def relative_tolerance(self, adjoint_rtol: float, eps: float) -> float:
         return max(adjoint_rtol, ROUNDOFF_ULPS * eps) if self.rtol is None else self.rtol

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from gqref.adaptive import ADAPTIVE, DEFAULT_MAX_STEPS, AdaptiveOptions, adaptive_options
+from gqref.arguments import count, finite_array, monotone_times, optional_positive_float, positive_float, tolerance
 from gqref.controller import SCIPY, Controller, ErrorNorm, as_controller, as_norm
 from gqref.errors import InputError, raise_for_status
-from gqref.field import VectorField, as_field, flat_python_function
+from gqref.field import VectorField, as_field, complex_output, flat_python_function
 from gqref.fixed_grid import FIXED_METHODS, FIXED_OPTIONS, fixed_options, solve_fixed
 from gqref.interp import fit_matrix
 from gqref.tableau import ADAPTIVE_TABLEAUX, DOPRI5, FIXED_GRID_TABLEAUX, Tableau, float_tableau
@@ -74,22 +74,7 @@ class Solution:
 
 def output_times(t) -> tuple[np.ndarray, float]:
     """(s = direction·t as a fresh float64 array, direction): t must be 1-D, finite and strictly monotone."""
-    t = np.array(t, dtype=np.float64)  # a copy: the caller's array is never aliased
-    if t.ndim != 1 or t.size < 1:
-        raise InputError(f"t must be a 1-D array of at least one time, got shape {t.shape}")
-    finite = np.isfinite(t)
-    if not finite.all():
-        raise InputError(f"t must be finite; t[{int(np.argmin(finite))}] is not")
-    steps = t[1:] - t[:-1]
-    if (steps > 0).all():
-        return t, 1.0
-    if (steps < 0).all():
-        return -t, -1.0
-    bad = int(np.argmin(steps > 0)) if steps[0] > 0 else int(np.argmin(steps < 0))
-    raise InputError(
-        f"t must be strictly increasing or strictly decreasing (no repeats); t[{bad}] = {t[bad]!r} and "
-        f"t[{bad + 1}] = {t[bad + 1]!r} break the order"
-    )
+    return monotone_times("t", t)
 
 
 def _state(y0) -> np.ndarray:
@@ -106,37 +91,11 @@ def _state(y0) -> np.ndarray:
     return y0
 
 
-def positive_number(name: str, value, allow_none: bool = False):
-    """``value`` as a float, or an InputError naming ``name`` unless it is a positive finite number."""
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value) or value <= 0:
-        raise InputError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _atol(atol, shape: tuple[int, ...], size: int) -> np.ndarray:
-    if np.ndim(atol) == 0:
-        return np.full(size, positive_number("atol", atol))
-    atol = np.asarray(atol, dtype=np.float64)
-    try:
-        atol = np.broadcast_to(atol, shape)
-    except ValueError:
-        raise InputError(f"atol of shape {atol.shape} does not broadcast to the state's shape {shape}") from None
-    if not np.all(np.isfinite(atol)) or np.any(atol <= 0):
-        raise InputError("atol must be positive and finite in every entry")
-    return np.ascontiguousarray(atol).reshape(-1)
-
-
 def _params(params) -> np.ndarray:
     if params is None:
         return np.empty(0)
-    params = np.asarray(params)
-    if params.dtype.kind not in "fciu":
-        raise InputError(f"params must be a numeric array, got dtype {params.dtype}")
-    if not np.all(np.isfinite(params)):
-        raise InputError("params must be finite")
-    return np.ascontiguousarray(params, dtype=np.result_type(params.dtype, np.float64))
+    # real only: the state is real, so a complex parameter's imaginary part would be silently dropped
+    return np.ascontiguousarray(finite_array("params", params))
 
 
 def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndarray) -> tuple[Callable, object]:
@@ -145,6 +104,8 @@ def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndar
         if y0.ndim != 1:
             raise InputError(f"a compiled field takes a 1-D state; got y0 of shape {y0.shape} (flatten it)")
         probe = np.asarray(field.f(t0, y0, params))
+        if np.iscomplexobj(probe):
+            raise complex_output("f", probe.dtype, t0)
         if probe.shape != y0.shape:
             raise InputError(f"field.f returned shape {probe.shape} at t = {t0!r}; expected the state's {y0.shape}")
         return field.f, "compiled"
@@ -240,10 +201,9 @@ def solve(
     t_given = direction * s_out
     y0 = _state(y0)
     params = _params(params)
-    rtol = positive_number("rtol", rtol)
-    atol_vec = _atol(atol, y0.shape, y0.size)
-    if not isinstance(max_steps, numbers.Integral) or isinstance(max_steps, bool) or max_steps < 1:
-        raise InputError(f"max_steps must be a positive integer, got {max_steps!r}")
+    rtol = positive_float("rtol", rtol)
+    atol_vec = np.broadcast_to(tolerance("atol", atol, y0.shape), (y0.size,)).copy()
+    max_steps = count("max_steps", max_steps)
     flat = y0.reshape(-1)
 
     if opts is not None:
@@ -251,8 +211,7 @@ def solve(
             raise InputError(f"step_size applies to the fixed-grid methods ({', '.join(FIXED_GRID_TABLEAUX)}), not "
                              f"{method}")
         given = dict(options or {})
-        first_step = positive_number("first_step", _merge("first_step", first_step, "first_step", given),
-                                     allow_none=True)
+        first_step = optional_positive_float("first_step", _merge("first_step", first_step, "first_step", given))
         norm = _merge("norm", norm, "norm", rest, "rms")
         if "dtype" in rest:
             _time_dtype(rest["dtype"])
@@ -283,8 +242,7 @@ def solve(
     else:
         if first_step is not None:
             raise InputError(f"first_step applies to adaptive methods, not {method!r}")
-        rest["step_size"] = positive_number("step_size", _merge("step_size", step_size, "step_size", rest),
-                                            allow_none=True)
+        rest["step_size"] = optional_positive_float("step_size", _merge("step_size", step_size, "step_size", rest))
         fixed = fixed_options(method, rest)
         f, variant = prepare_field(field, y0, float(t_given[0]), params)
         # a grid_constructor is called as torchdiffeq calls it: the caller's f, y0 and output times

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from gqref.arguments import flag
 from gqref.errors import InputError
 from gqref.solve import output_times
 from gqtorch.augmented import (
@@ -143,8 +144,7 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, meth
                                 adjoint_params=adjoint_params, return_stats=return_stats)
     if not callable(func):
         raise InputError(f"func must be callable as func(t, y), got {type(func).__name__}")
-    if not isinstance(return_stats, bool):
-        raise InputError(f"return_stats must be a bool, got {return_stats!r}")
+    return_stats = flag("return_stats", return_stats)
     method = check_method(method)
     back_plan, seminorm, user_norm = backward_plan(method, options, adjoint_method, adjoint_options)
     params = adjoint_parameters(func, adjoint_params)

@@ -17,13 +17,13 @@ from __future__ import annotations
 import gc
 import inspect
 import math
-import numbers
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from gqref.arguments import count, real_number
 from gqref.errors import InputError
 from gqtorch.adjoint import odeint_adjoint
 from gqtorch.augmented import adjoint_parameters
@@ -338,11 +338,10 @@ def advise(func: Callable, y0: torch.Tensor, t, loss_fn: Callable[[torch.Tensor]
         raise InputError(f"methods must be a non-empty selection of {list(METHODS)}, got {list(methods)}")
     if len(set(methods)) != len(methods):
         raise InputError(f"methods must not repeat, got {list(methods)}")
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
-        raise InputError(f"steps must be a positive integer, got {steps!r}")
-    if memory_budget is not None and (not isinstance(memory_budget, numbers.Real) or isinstance(memory_budget, bool)
-                                      or not memory_budget >= 0):
-        raise InputError(f"memory_budget must be a non-negative number of MiB or None, got {memory_budget!r}")
+    steps = count("steps", steps)
+    if memory_budget is not None:
+        memory_budget = real_number("memory_budget", memory_budget, low=0.0, allow_inf=True,
+                                    expected="a non-negative number of MiB or None")
     if not isinstance(y0, torch.Tensor):
         raise InputError(f"y0 must be a tensor, got {type(y0).__name__}")
     if not callable(loss_fn):

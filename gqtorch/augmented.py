@@ -8,15 +8,16 @@ evaluation of f and one ``torch.autograd.grad`` per backward stage, with the cot
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
+import numpy as np
 import torch
 
-from gqref.errors import InputError
-from gqref.solve import positive_number
+from gqref.arguments import positive_float
+from gqref.errors import InputError, NonFiniteFieldError
+from gqtorch.arguments import host_scalar
 from gqtorch.solve import ADAPTIVE_METHODS, METHODS, FlatField, MethodPlan, plan_method
 
 
@@ -83,20 +84,16 @@ def adjoint_parameters(func: Callable, adjoint_params) -> tuple[torch.Tensor, ..
 
 def backward_tolerances(rtol, atol, adjoint_rtol, adjoint_atol) -> tuple[float, float]:
     """The backward solve's (rtol, atol) as numbers; they default to the forward ones (one-element tensors count
-    as numbers, as in :func:`gqtorch.odeint`)."""
-    def number(value):
-        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
-            return value.detach().cpu().reshape(()).item()
-        return value
-
-    rtol, atol, adjoint_rtol, adjoint_atol = map(number, (rtol, atol, adjoint_rtol, adjoint_atol))
-    if adjoint_rtol is None:
-        adjoint_rtol = rtol
-    if adjoint_atol is None:
-        if not isinstance(atol, numbers.Real):
-            raise InputError("adjoint_atol must be given (a positive number) when atol is not a number")
-        adjoint_atol = atol
-    return positive_number("adjoint_rtol", adjoint_rtol), positive_number("adjoint_atol", adjoint_atol)
+    as numbers, as in :func:`gqtorch.odeint`). A bad forward value is named as such, not as the adjoint's."""
+    rtol = positive_float("rtol", host_scalar("rtol", rtol))
+    back_rtol = rtol if adjoint_rtol is None else positive_float("adjoint_rtol", host_scalar("adjoint_rtol",
+                                                                                              adjoint_rtol))
+    if adjoint_atol is not None:
+        return back_rtol, positive_float("adjoint_atol", host_scalar("adjoint_atol", adjoint_atol))
+    if (isinstance(atol, torch.Tensor) and atol.numel() != 1) or (isinstance(atol, np.ndarray) and atol.size != 1) \
+            or isinstance(atol, (tuple, list)):
+        raise InputError("adjoint_atol must be given (a positive number) when atol is not a number")
+    return back_rtol, positive_float("atol", host_scalar("atol", atol))
 
 
 def check_method(method) -> str:
@@ -205,19 +202,44 @@ def node_vjps(field: FlatField, taus: torch.Tensor, zs: torch.Tensor, cotangents
     in-place writes to captured tensors). If vmap raises, the nodes are evaluated one by one (same single
     ``autograd.grad``) and ``batched`` comes back False, so later intervals skip the vmap attempt.
     """
+    grads = None
     with torch.enable_grad():
         tau = taus.detach().requires_grad_(t_grad)
         inputs = params + ((tau,) if t_grad else ())
         if batched:
             try:
                 out = torch.func.vmap(field)(tau, zs)
-                return grads_or_none(out, inputs, cotangents), True
+                grads = grads_or_none(out, inputs, cotangents)
             except InputError:
                 raise
             except Exception:  # any vmap failure: fall back to the loop, which re-raises real errors
-                pass
-        out = torch.stack([field(tau[j], zs[j]) for j in range(zs.shape[0])])
-        return grads_or_none(out, inputs, cotangents), False
+                batched = False
+        if grads is None:
+            out = torch.stack([field(tau[j], zs[j]) for j in range(zs.shape[0])])
+            grads = grads_or_none(out, inputs, cotangents)
+    # one host sync per call (per interval, or per backward pass for the step rule): a NaN from func's backward
+    # must not become a silent NaN gradient
+    sums = [g.sum() for g in grads if g is not None]
+    if sums and not bool(torch.isfinite(torch.stack(sums)).all()):
+        name_nonfinite_node(field, taus, zs, cotangents, params, t_grad)
+        t = float(taus[0])
+        raise NonFiniteFieldError(f"GQ's quadrature sum over the nodes from t = {t!r} to {float(taus[-1])!r} "
+                                  "overflowed (every node's VJP is finite, their weighted sum is not)", t)
+    return grads, batched
+
+
+def name_nonfinite_node(field: FlatField, taus: torch.Tensor, zs: torch.Tensor, cotangents: torch.Tensor,
+                        params: tuple[torch.Tensor, ...], t_grad: bool) -> None:
+    """Once a sum of GQ's node VJPs came out NaN/inf: the nodes one by one (the slow path, taken only on failure),
+    raising :class:`~gqref.errors.NonFiniteFieldError` at the first node whose VJP is not finite."""
+    with torch.enable_grad():
+        for j in range(zs.shape[0]):
+            tau = taus[j].detach().requires_grad_(t_grad)
+            grads = grads_or_none(field(tau, zs[j]), params + ((tau,) if t_grad else ()), cotangents[j])
+            if not all(bool(torch.isfinite(g).all()) for g in grads if g is not None):
+                t = float(taus[j])
+                raise NonFiniteFieldError(f"GQ's node VJP of func (aᵀ∂f/∂θ{' and a·∂f/∂t' if t_grad else ''}) is not "
+                                          f"finite (NaN or inf) at t = {t!r}", t)
 
 
 def backward_plan(method: str, options, adjoint_method, adjoint_options, *, adaptive_only: bool = False

@@ -55,8 +55,10 @@ from collections.abc import Callable, Iterable
 import torch
 from torch.autograd.functional import vjp
 
+from gqref.arguments import flag, positive_float
 from gqref.errors import InputError
 from gqref.events import NoEventError
+from gqtorch.arguments import host_scalar
 from gqtorch.steps import AcceptedStep
 
 EventFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -102,20 +104,11 @@ def flat_event_fn(event_fn: Callable, split: Callable, t0, y0_flat: torch.Tensor
 
 def event_tolerance(atol) -> float:
     """The bisection tolerance torchdiffeq uses: the solve's atol, which must then be one number."""
-    if isinstance(atol, torch.Tensor):
-        if atol.numel() != 1:
-            raise InputError(f"event location bisects to atol, which must then be a single number; got a tensor of "
-                             f"shape {tuple(atol.shape)}")
-        atol = atol.item()
-    if isinstance(atol, (tuple, list)) or getattr(atol, "ndim", 0) != 0:
-        raise InputError("event location bisects to atol, which must then be a single number; got a sequence")
-    try:
-        tol = float(atol)
-    except (TypeError, ValueError):
-        raise InputError(f"event tolerance (atol) must be a positive finite number, got {atol!r}") from None
-    if not (math.isfinite(tol) and tol > 0):
-        raise InputError(f"event tolerance (atol) must be a positive finite number, got {atol!r}")
-    return tol
+    if isinstance(atol, (tuple, list)) or (isinstance(atol, torch.Tensor) and atol.numel() != 1) or \
+            (getattr(atol, "ndim", 0) > 0 and not isinstance(atol, torch.Tensor)):
+        raise InputError("event location bisects to atol, which must then be a single number; got "
+                         f"{'a tensor of shape ' + str(tuple(atol.shape)) if hasattr(atol, 'shape') else 'a sequence'}")
+    return positive_float("event tolerance (atol)", host_scalar("atol", atol))
 
 
 def _real_dtype(y: torch.Tensor) -> torch.dtype:
@@ -255,8 +248,7 @@ def odeint_event(func: Callable, y0, t0, *, event_fn: Callable, reverse_time: bo
         raise InputError(f"func must be callable as func(t, y), got {type(func).__name__}")
     if not callable(event_fn):
         raise InputError(f"event_fn must be callable as event_fn(t, y), got {type(event_fn).__name__}")
-    if not isinstance(reverse_time, bool):
-        raise InputError(f"reverse_time must be a bool, got {reverse_time!r}")
+    reverse_time = flag("reverse_time", reverse_time)
     if not isinstance(t0, torch.Tensor):
         t0 = torch.tensor(t0, dtype=torch.float64)
     if t0.numel() != 1 or t0.is_complex():

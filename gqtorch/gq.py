@@ -30,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from gqref.arguments import flag
 from gqref.errors import InputError
 from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
 from gqref.refinement import DEFAULT_KRONROD_N
@@ -47,6 +48,7 @@ from gqref.solve import output_times
 from gqref.tableau import ADAPTIVE_TABLEAUX
 from gqtorch import refinement
 from gqtorch.adaptive import integrate_adaptive
+from gqtorch.arguments import host_scalar
 from gqtorch.augmented import (
     GQDynamics,
     GradientStats,
@@ -373,14 +375,16 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, m
     """
     if not callable(func):
         raise InputError(f"func must be callable as func(t, y), got {type(func).__name__}")
-    if not isinstance(return_stats, bool):
-        raise InputError(f"return_stats must be a bool, got {return_stats!r}")
+    return_stats = flag("return_stats", return_stats)
     if event_fn is not None:
         return solve_event_then(odeint_adjoint_gq, func, y0, t, event_fn, rtol=rtol, atol=atol, method=method,
                                 options=options, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
                                 adjoint_method=adjoint_method, adjoint_options=adjoint_options,
                                 adjoint_params=adjoint_params, gtol=gtol, max_nodes=max_nodes,
                                 return_stats=return_stats, quadrature=quadrature, gatol=gatol, strict=strict)
+    # tensors (torch.tensor(1e-5), torch.tensor(64)) read as numbers, as odeint reads its tolerances
+    gtol, gatol, max_nodes, strict = (host_scalar(name, value) for name, value in
+                                      (("gtol", gtol), ("gatol", gatol), ("max_nodes", max_nodes), ("strict", strict)))
     method = check_method(method)
     plan_method(method, options)  # the forward options, checked before anything runs
     # GQ reads its nodes off the backward solve's dense output: an adaptive pair's quartics, or a fixed grid's

@@ -17,6 +17,7 @@ import torch
 
 from gqref.panels import Assessment, Panel
 from gqref.rules import ROUNDOFF_ULPS
+from gqtorch.augmented import name_nonfinite_node
 from gqtorch.dense import DenseReader
 from gqtorch.solve import FlatField
 
@@ -92,6 +93,15 @@ class TorchPanelSums:
             row = self._weighted(panel.group, times, (wk, wk - wg))
             self.rows.append(row)
             self._accumulate(*row)
+
+    def locate(self, panels: list[Panel]) -> None:
+        """Raise :class:`~gqref.errors.NonFiniteFieldError` naming the first node of ``panels`` whose VJP is not
+        finite (called by :func:`gqref.panels.refine` once a round's sums came out NaN/inf)."""
+        for panel in panels:
+            times = panel.nodes()[0]
+            states = self.reader(np.full(times.size, panel.group), times)
+            name_nonfinite_node(self.field, self._tensor(times), states[:, :self.size], states[:, self.size:],
+                             self.params, self.t_grad)
 
     def keep(self, indices: list[int]) -> None:
         self.rows = [self.rows[k] for k in indices]

@@ -48,7 +48,6 @@ The gqref twin of this method is scipy itself: ``scipy.integrate.solve_ivp`` on 
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -58,7 +57,9 @@ import torch
 from scipy.integrate import solve_ivp
 from scipy.integrate._ivp.ivp import METHODS as _SCIPY_METHODS
 
+from gqref.arguments import real_number
 from gqref.errors import NONFINITE_FIELD, STEP_SIZE_UNDERFLOW, SUCCESS, InputError
+from gqtorch.arguments import host_scalar
 from gqtorch.steps import NO_CALLBACKS, Callbacks
 
 SOLVERS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
@@ -86,17 +87,10 @@ class _NonFinite(Exception):
 
 
 def _option_number(name: str, value, *, allow_zero: bool, allow_inf: bool) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
-        value = value.item()
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
-    if ok:
-        value = float(value)
-        ok = (value >= 0 if allow_zero else value > 0) and (allow_inf or math.isfinite(value))
-    if not ok:
-        want = "a non-negative" if allow_zero else "a positive"
-        want += " number (inf allowed)" if allow_inf else " finite number"
-        raise InputError(f"options[{name!r}] must be {want}, got {value!r}")
-    return value
+    want = "a non-negative" if allow_zero else "a positive"
+    want += " number (inf allowed)" if allow_inf else " finite number"
+    return real_number(f"options[{name!r}]", host_scalar(name, value), low=0.0, low_open=not allow_zero,
+                       allow_inf=allow_inf, expected=want)
 
 
 def scipy_options(options: dict | None, complex_state: bool = False) -> dict:

@@ -32,7 +32,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from gqref.arguments import count, finite_float
 from gqref.errors import InputError
+from gqtorch.arguments import host_scalar
 
 __all__ = ["SmoothNoise", "StratonovichSDE", "WongZakaiODE", "brownian_motion", "sdeint"]
 
@@ -42,19 +44,11 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _check_n_terms(n_terms) -> int:
-    if not isinstance(n_terms, numbers.Integral) or isinstance(n_terms, bool) or n_terms < 0:
-        raise InputError(f"n_terms must be a non-negative integer (0 means no noise), got {n_terms!r}")
-    return int(n_terms)
+    return count("n_terms (0 means no noise)", host_scalar("n_terms", n_terms), minimum=0)
 
 
 def _time(name: str, value) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.is_complex():
-            raise InputError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
-        raise InputError(f"{name} must be a finite real number, got {value!r}")
-    return float(value)
+    return finite_float(name, host_scalar(name, value))
 
 
 def _interval(t0, t1) -> tuple[float, float]:
@@ -71,9 +65,7 @@ def _shape(shape) -> torch.Size:
         dims = tuple(shape)
     except TypeError:
         raise InputError(f"shape must be a tuple of non-negative integers, got {shape!r}") from None
-    if any(not isinstance(d, numbers.Integral) or isinstance(d, bool) or d < 0 for d in dims):
-        raise InputError(f"shape must be a tuple of non-negative integers, got {shape!r}")
-    return torch.Size(int(d) for d in dims)
+    return torch.Size(count(f"shape[{j}]", d, minimum=0) for j, d in enumerate(dims))
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

@@ -15,7 +15,6 @@ gqref's exceptions. Differences from torchdiffeq, all deliberate:
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,11 +22,13 @@ import numpy as np
 import torch
 
 from gqref.adaptive import AdaptiveOptions, adaptive_options
+from gqref.arguments import flag, positive_float, real_array
 from gqref.errors import InputError, raise_for_status
 from gqref.fixed_grid import FixedOptions, event_grid
-from gqref.solve import Stats, output_times, positive_number
+from gqref.solve import Stats, output_times
 from gqref.tableau import ADAPTIVE_TABLEAUX
 from gqtorch.adaptive import StepCounts, adaptive_steps, integrate_adaptive
+from gqtorch.arguments import host_scalar
 from gqtorch.controller import as_norm
 from gqtorch.events import event_tolerance, flat_event_fn, integrate_until_event
 from gqtorch.fixed_grid import FIXED_METHODS, Tally, fixed_options, fixed_steps, solve_fixed
@@ -164,36 +165,36 @@ def _time_shifted(field: FlatField, flat: torch.Tensor, t: torch.Tensor, solve: 
 
 
 def tolerance_number(name: str, value) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.is_complex():
-            raise InputError(f"{name} must be a positive number, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    return positive_number(name, value)
+    """A positive number, given as a Python or numpy number or a one-element tensor."""
+    return positive_float(name, host_scalar(name, value))
 
 
 def flat_atol(atol, shapes: list[torch.Size], is_tuple: bool, n: int, dtype, device) -> torch.Tensor:
-    """atol as a flat tensor: a number, a tensor broadcasting to y0 (or, for a tuple, one entry per block)."""
-    if isinstance(atol, numbers.Real) and not isinstance(atol, bool):
-        return torch.full((n,), positive_number("atol", atol), dtype=dtype, device=device)
+    """atol as a flat tensor: a number, a tensor or numpy array broadcasting to y0 (or, for a tuple, one entry per
+    block)."""
     if is_tuple and isinstance(atol, (tuple, list)):
         if len(atol) != len(shapes):
             raise InputError(f"atol given per block must have one entry per block of y0 ({len(shapes)}), "
                              f"got {len(atol)}")
         parts = [flat_atol(a, [s], False, s.numel(), dtype, device) for a, s in zip(atol, shapes)]
         return torch.cat(parts)
-    if isinstance(atol, torch.Tensor):
-        if atol.requires_grad:
-            raise InputError("atol must not require grad")
-        target = torch.Size([n]) if is_tuple else shapes[0]
-        try:
-            flat = torch.broadcast_to(atol.detach().to(dtype=dtype, device=device), target).reshape(-1)
-        except RuntimeError:
-            raise InputError(f"atol of shape {tuple(atol.shape)} does not broadcast to the state's shape "
-                             f"{tuple(target)}") from None
-        if not bool(torch.isfinite(flat).all()) or bool((flat <= 0).any()):
-            raise InputError("atol must be positive and finite in every entry")
-        return flat.contiguous()
-    raise InputError(f"atol must be a positive number, a tensor or (for a tuple y0) a tuple, got {atol!r}")
+    if isinstance(atol, np.ndarray) and atol.ndim > 0:  # per component, like a tensor
+        atol = torch.from_numpy(real_array("atol", atol))
+    if not isinstance(atol, torch.Tensor):
+        return torch.full((n,), positive_float("atol", atol), dtype=dtype, device=device)
+    if atol.requires_grad:
+        raise InputError("atol must not require grad")
+    if atol.is_complex() or atol.dtype == torch.bool:
+        raise InputError(f"atol must be a real tensor, got dtype {atol.dtype}")
+    target = torch.Size([n]) if is_tuple else shapes[0]
+    try:
+        flat = torch.broadcast_to(atol.detach().to(dtype=dtype, device=device), target).reshape(-1)
+    except RuntimeError:
+        raise InputError(f"atol of shape {tuple(atol.shape)} does not broadcast to the state's shape "
+                         f"{tuple(target)}") from None
+    if not bool(torch.isfinite(flat).all()) or bool((flat <= 0).any()):
+        raise InputError("atol must be positive and finite in every entry")
+    return flat.contiguous()
 
 
 def host_value(value):
@@ -363,8 +364,7 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str 
     """
     if not callable(func):
         raise InputError(f"func must be callable as func(t, y), got {type(func).__name__}")
-    if not isinstance(return_stats, bool):
-        raise InputError(f"return_stats must be a bool, got {return_stats!r}")
+    return_stats = flag("return_stats", return_stats)
     flat, shapes, is_tuple = flat_state(y0)
     dtype, device = flat.dtype, flat.device
     plan = plan_method(method, options, state_dtype=dtype)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from validation import bench_methods
+from validation.bench import methods as bench_methods
 from validation.bench.methods import GRADIENT_METHODS, METHODS, PROBLEMS, TORCHDIFFEQ_LACKS
 
 # the oscillator on [0, 0.5]: 25 fixed-grid steps, a few dozen adaptive ones, so every method runs in milliseconds

@@ -6,6 +6,7 @@ import pytest
 import gqref
 from gqref import problems as P
 from gqref.errors import InputError, MaxStepsExceededError, NonFiniteFieldError, StepSizeUnderflowError
+from tests.test_inputs import decay_field
 
 
 def decay(t, y, p):
@@ -109,3 +110,62 @@ def test_single_time_returns_y0_without_stepping():
     sol = solve(t=[0.5])
     assert np.array_equal(sol.ys, [[1.0, 2.0]])
     assert sol.stats.n_accepted == 0
+
+
+# --- a NaN from a VJP never becomes a silent NaN gradient; complex values are refused, never truncated ----------
+
+def _nan(t, y, p, a):
+    return np.full(np.shape(p) if np.size(p) > 1 else 1, np.nan)
+
+
+GRADIENT_RUNS = [("gq", q) for q in ("interval", "step", "adaptive", "auto")] + [
+    ("adjoint", "auto"), ("seminorm", "auto"), ("discrete", "auto")]
+
+
+@pytest.mark.parametrize("role", ["vjp_p", "vjp_y", "vjp_t"])
+@pytest.mark.parametrize(("method", "quadrature"), GRADIENT_RUNS)
+def test_a_nan_vjp_raises_naming_the_time(role, method, quadrature):
+    bad = {"vjp_p": _nan, "vjp_y": lambda t, y, p, a: a * np.nan, "vjp_t": lambda t, y, p, a: np.nan}[role]
+    field = decay_field(**{role: bad})
+    with pytest.raises(NonFiniteFieldError, match=rf"field\.{role} returned a non-finite value .* at t = ") as caught:
+        gqref.gradient(field, [1.0, 2.0], [0.0, 0.5, 1.0], [0.5], np.ones((3, 2)), method=method,
+                       **({"quadrature": quadrature} if method == "gq" else {}))
+    assert caught.value.t >= 0.0  # in the span, or at a stage of the last step (steps are not cut at t[-1])
+
+
+@pytest.mark.parametrize("method", ["gq", "adjoint", "discrete"])
+def test_a_complex_vjp_is_refused(method):
+    field = decay_field(vjp_p=lambda t, y, p, a: np.array([-np.sum(a * y) + 0j]))
+    with pytest.raises(InputError, match=r"field\.vjp_p returned complex values"):
+        gqref.gradient(field, [1.0, 2.0], [0.0, 1.0], [0.5], np.ones((2, 2)), method=method)
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"params": [0.5 + 0.5j]}, "params must be real"),
+    ({"dL_dy": np.ones((2, 2)) * (1 + 1j)}, "dL_dy must be real"),
+    ({"y0": [1.0 + 1j, 2.0]}, "y0 must be a real floating-point array"),
+    ({"field": lambda t, y, p: -y * (1 + 0j)}, r"field\.f returned complex values"),
+])
+def test_complex_inputs_are_refused_not_truncated(overrides, match):
+    kwargs = {"field": lambda t, y, p: -p[0] * y, "y0": [1.0, 2.0], "t": [0.0, 1.0], "params": [0.5],
+              "dL_dy": np.ones((2, 2))}
+    kwargs.update(overrides)
+    with pytest.raises(InputError, match=match):
+        gqref.gradient(kwargs.pop("field"), kwargs.pop("y0"), kwargs.pop("t"), kwargs.pop("params"),
+                       kwargs.pop("dL_dy"))
+
+
+def test_complex_step_still_derives_thedecay_field():
+    """The refusal of complex values is for the caller's: gqref's own complex-step evaluations keep working."""
+    g = gqref.gradient(lambda t, y, p: -p[0] * y, [1.0, 2.0], [0.0, 1.0], [0.5], np.ones((2, 2)))
+    assert g.diagnostics.vjp_sources["vjp_p"] == "complex step"
+    np.testing.assert_allclose(g.dL_dparams, [-3.0 * np.exp(-0.5)], rtol=1e-6)
+
+
+def test_a_compiled_field_returning_complex_is_refused():
+    @gqref.njit
+    def f(t, y, p):
+        return -y * (1.0 + 0.0j)
+
+    with pytest.raises(InputError, match=r"field\.f returned complex values"):
+        gqref.solve(f, np.array([1.0]), [0.0, 1.0])

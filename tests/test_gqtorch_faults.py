@@ -72,3 +72,48 @@ def test_backsolves_take_tensor_and_numpy_tolerances_like_odeint(backsolve):
         assert torch.allclose(grad, torch.full((2,), np.exp(-1.0), dtype=F64), rtol=1e-5)  # 10·rtol
     with pytest.raises(InputError, match="rtol"):
         backsolve(decay, y0, T, rtol=True, adjoint_params=())
+
+
+class _NanBackward(torch.autograd.Function):
+    """Identity forward; NaN backward: a func whose forward is fine and whose parameter gradient is not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+class _NanGradDecay(torch.nn.Module):
+    def __init__(self, where: str):
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor([0.5], dtype=F64))
+        self.where = where
+
+    def forward(self, t, y):
+        if self.where == "params":
+            return -_NanBackward.apply(self.k) * y
+        if self.where == "state":
+            return -self.k * _NanBackward.apply(y)
+        return -self.k * y * _NanBackward.apply(t)
+
+
+BACKSOLVES = [("adjoint", {}), ("adjoint", {"adjoint_options": {"norm": "seminorm"}}),
+              ("adjoint", {"method": "rk4"})] + [
+    ("gq", {"quadrature": q}) for q in ("interval", "step", "adaptive", "auto")] + [("gq", {"method": "rk4"})]
+
+
+@pytest.mark.parametrize("where", ["params", "state", "time"])
+@pytest.mark.parametrize(("which", "kwargs"), BACKSOLVES)
+def test_a_nan_in_funcs_backward_raises_naming_the_time(where, which, kwargs):
+    """Never a silent NaN gradient: the backward raises NonFiniteFieldError with a time in the span."""
+    solver = gqtorch.odeint_adjoint if which == "adjoint" else gqtorch.odeint_adjoint_gq
+    func = _NanGradDecay(where)
+    y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64, requires_grad=True)
+    ys = solver(func, y0, t, **kwargs)
+    with pytest.raises(gqtorch.NonFiniteFieldError, match=r"at t = ") as caught:
+        ys.sum().backward()
+    assert 0.0 <= caught.value.t <= 1.0

@@ -382,7 +382,7 @@ def test_bad_quadrature_arguments(change, error, match):
 
 
 def test_benchmark_smoke(tmp_path):
-    from validation import bench_quadrature
+    from validation.bench import quadrature as bench_quadrature
 
     out = tmp_path / "bench_quadrature.json"
     assert bench_quadrature.run(repeats=1, quick=True, out=out) == 0
