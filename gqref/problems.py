@@ -38,6 +38,7 @@ __all__ = [
     "PROBLEMS",
     "Problem",
     "cubic_spiral",
+    "forced_linear",
     "harmonic_oscillator",
     "linear",
     "lotka_volterra",
@@ -161,6 +162,52 @@ def _linear_vjp_p(t, y, p, a):
 
 
 LINEAR_FIELD = VectorField(_linear_f, _linear_vjp_t, _linear_vjp_y, _linear_vjp_p, name="linear")
+
+
+# --- forced linear: y' = A y + b·cos(ω t), p = [A.ravel() (row-major), b, ω] ---------------------------------------
+
+
+@njit
+def _forced_f(t, y, p):
+    n = y.shape[0]
+    out = _zeros(n, t + y[0] + p[0])
+    forcing = np.cos(p[n * n + n] * t)
+    for i in range(n):
+        acc = p[n * n + i] * forcing
+        for j in range(n):
+            acc = acc + p[i * n + j] * y[j]
+        out[i] = acc
+    return out
+
+
+@njit
+def _forced_vjp_t(t, y, p, a):
+    n = y.shape[0]
+    omega = p[n * n + n]
+    acc = 0.0 * (t + y[0] + p[0] + a[0])
+    for i in range(n):
+        acc = acc + a[i] * p[n * n + i]
+    return -omega * np.sin(omega * t) * acc
+
+
+@njit
+def _forced_vjp_p(t, y, p, a):
+    n = y.shape[0]
+    omega = p[n * n + n]
+    out = _zeros(p.shape[0], t + a[0] + y[0] + p[0])
+    forcing = np.cos(omega * t)
+    ab = 0.0 * out[0]
+    for i in range(n):
+        for j in range(n):
+            out[i * n + j] = a[i] * y[j]
+        out[n * n + i] = a[i] * forcing
+        ab = ab + a[i] * p[n * n + i]
+    out[n * n + n] = -t * np.sin(omega * t) * ab
+    return out
+
+
+# vjp_y is the linear field's: Aᵀa reads only the leading n² entries of p
+FORCED_LINEAR_FIELD = VectorField(_forced_f, _forced_vjp_t, _linear_vjp_y, _forced_vjp_p, name="forced_linear")
 
 
 # --- scale: y' = p0·y (the paper's toy, any state size) ----------------------------------------------------------
@@ -616,6 +663,70 @@ def _affine_gradient(a, b, y0, t, dl_dy) -> tuple[np.ndarray, np.ndarray, np.nda
     return g_y0, g_m[:n, :n], g_m[:n, n], g_t
 
 
+def _forced_parts(y0, params) -> tuple[np.ndarray, np.ndarray, float]:
+    n = np.shape(y0)[0]
+    params = np.asarray(params)
+    if params.shape != (n * n + n + 1,):
+        raise InputError(f"forced_linear params must be [A.ravel(), b, omega] of length {n * n + n + 1}, got shape "
+                         f"{params.shape}")
+    return params[: n * n].reshape(n, n), params[n * n: n * n + n], params[-1]
+
+
+def _forced_block(a, b, omega, y0, t0) -> tuple[np.ndarray, np.ndarray]:
+    """The forcing b·cos(ωt) is the first of u = [cos ωt, sin ωt], u' = [[0, −ω], [ω, 0]] u: with M = [[A, b, 0],
+    [0, 0, −ω], [0, ω, 0]] and z0 = [y0, cos ωt0, sin ωt0], y(t) = [exp((t − t0)M) z0]_{:n}."""
+    n = y0.shape[0]
+    dtype = np.result_type(a, b, omega, y0, t0, np.float64)
+    m = np.zeros((n + 2, n + 2), dtype=dtype)
+    m[:n, :n] = a
+    m[:n, n] = b
+    m[n, n + 1] = -omega
+    m[n + 1, n] = omega
+    z0 = np.empty(n + 2, dtype=dtype)
+    z0[:n] = y0
+    z0[n], z0[n + 1] = np.cos(omega * t0), np.sin(omega * t0)
+    return m, z0
+
+
+def _forced_exact_solution(y0, params, t) -> np.ndarray:
+    y0, params, t = np.asarray(y0), np.asarray(params), np.asarray(t)
+    a, b, omega = _forced_parts(y0, params)
+    m, z0 = _forced_block(a, b, omega, y0, t[0])
+    n = y0.shape[0]
+    ys = np.empty((t.shape[0], n), dtype=np.result_type(m, t))
+    ys[0] = y0
+    for i in range(1, t.shape[0]):
+        ys[i] = (expm((t[i] - t[0]) * m) @ z0)[:n]
+    return ys
+
+
+def _forced_exact_gradient(y0, params, t, dl_dy):
+    """With τ_i = t_i − t0 and L_i = [c_i; 0; 0]ᵀ exp(τ_i M) z0: dL/dM = Σ τ_i L(τ_i Mᵀ, G_i), G_i = [c_i; 0; 0] z0ᵀ
+    (as for y' = Ay + b); ω enters M (at [n, n+1] and [n+1, n]) and z0 (∂z0/∂ω = t0·[0, −sin ωt0, cos ωt0]);
+    dL/dt_i = c_i·f(t_i, y_i) for i ≥ 1, and dL/dt0 = −(dL/dy0 − c_0)·f(t0, y0), since moving t0 moves the
+    forcing's phase with it, so y_i depends on t0 only through the start of the flow."""
+    y0, params, t = _vector("y0", y0), _vector("params", params), _times(t)
+    n = y0.shape[0]
+    a, b, omega = _forced_parts(y0, params)
+    dl_dy = _cotangent(dl_dy, (t.size, n))
+    m, z0 = _forced_block(a, b, omega, y0, t[0])
+    ys = _forced_exact_solution(y0, params, t)
+    g_m = np.zeros_like(m)
+    g_z0 = np.zeros(n + 2)
+    g_t = np.zeros(t.shape[0])
+    for i in range(1, t.shape[0]):
+        tau = t[i] - t[0]
+        c = np.concatenate([dl_dy[i], [0.0, 0.0]])
+        g_z0 += expm(tau * m.T) @ c
+        g_m += tau * expm_frechet(tau * m.T, np.outer(c, z0), compute_expm=False)
+        g_t[i] = dl_dy[i] @ (a @ ys[i] + b * np.cos(omega * t[i]))
+    g_y0 = dl_dy[0] + g_z0[:n]
+    g_omega = g_m[n + 1, n] - g_m[n, n + 1] + t[0] * (g_z0[n + 1] * np.cos(omega * t[0])
+                                                       - g_z0[n] * np.sin(omega * t[0]))
+    g_t[0] = -g_z0[:n] @ (a @ y0 + b * np.cos(omega * t[0]))
+    return g_y0, np.concatenate([g_m[:n, :n].ravel(), g_m[:n, n], [g_omega]]), g_t
+
+
 def _linear_parts(y0, params) -> tuple[np.ndarray, np.ndarray]:
     n = np.shape(y0)[0]
     params = np.asarray(params)
@@ -731,6 +842,26 @@ def linear(a: ArrayLike | None = None, b: ArrayLike | None = None, y0: ArrayLike
     t = np.linspace(0.0, 2.0, 5) if t is None else _times(t)
     return Problem("linear", LINEAR_FIELD, y0, pack_linear(a, b), t, _linear_exact_solution, _linear_exact_gradient,
                    f"y' = A y + b, {n}-D; params = [A.ravel(), b]")
+
+
+def forced_linear(a: ArrayLike | None = None, b: ArrayLike | None = None, omega: float = 1.5,
+                  y0: ArrayLike | None = None, t: ArrayLike | None = None) -> Problem:
+    """y' = A y + b·cos(ω t): a linear system with a periodic forcing, non-autonomous, so ∂f/∂t enters dL/dt0 and
+    an equilibrium start (y0 = 0) still moves. ``params = [A.ravel() (row-major), b, ω]`` (n² + n + 1 entries).
+
+    Defaults: A = [[−0.5, 1], [−1, −0.3]], b = [1, −0.5], ω = 1.5, y0 = [0, 0] (the state at rest, driven only by
+    the forcing), t = 0, 0.5, …, 3. Exact through a matrix exponential that carries [cos ωt, sin ωt] along.
+    """
+    a = np.array([[-0.5, 1.0], [-1.0, -0.3]]) if a is None else np.array(a, dtype=np.float64)
+    n = a.shape[0]
+    if a.shape != (n, n) or n == 0:
+        raise InputError(f"A must be a non-empty square matrix, got shape {a.shape}")
+    b = (np.array([1.0, -0.5]) if n == 2 else np.ones(n)) if b is None else _vector("b", b, n)
+    y0 = np.zeros(n) if y0 is None else _vector("y0", y0, n)
+    t = np.linspace(0.0, 3.0, 7) if t is None else _times(t)
+    params = np.concatenate([a.ravel(), b, [float(omega)]])
+    return Problem("forced_linear", FORCED_LINEAR_FIELD, y0, params, t, _forced_exact_solution,
+                   _forced_exact_gradient, f"y' = A y + b cos(omega t), {n}-D; params = [A.ravel(), b, omega]")
 
 
 def toy(a: float = 0.2, z0: float = 10.0, T: float = 20.0) -> Problem:
@@ -870,6 +1001,7 @@ def mlp(width: int | None = None, seed: int = 0, state_dim: int = 2, time_depend
 
 PROBLEMS: dict[str, Callable[[], Problem]] = {
     "linear": linear,
+    "forced_linear": forced_linear,
     "toy": toy,
     "harmonic_oscillator": harmonic_oscillator,
     "time_dependent_scalar": time_dependent_scalar,

@@ -154,6 +154,20 @@ def linear_problems(draw, max_dim: int = 3) -> pr.Problem:
 
 
 @st.composite
+def forced_linear_problems(draw, max_dim: int = 3) -> pr.Problem:
+    """y' = Ay + b·cos(ωt) with ±A from :func:`stable_matrices` (as :func:`linear_problems`), b ∈ [−1, 1]ⁿ away
+    from 0 and ω ∈ ±[0.3, 3] (so the time term ∂f/∂t = −ω sin(ωt)·b never vanishes identically), y0 ∈ [−2, 2]ⁿ —
+    0 included: the forcing moves even a state at rest."""
+    a = draw(stable_matrices(n=draw(st.integers(1, max_dim))))
+    n = a.shape[0]
+    b = _away_from_zero(draw(_arrays(n, -1.0, 1.0)), 1.0)
+    omega = draw(_floats(0.3, 3.0)) * draw(st.sampled_from([1.0, -1.0]))
+    y0 = draw(st.one_of(st.just(np.zeros(n)), initial_states(n)))
+    t = draw(time_grids())
+    return pr.forced_linear(_direction(t) * a, b, omega, y0, t)
+
+
+@st.composite
 def toy_problems(draw) -> pr.Problem:
     """The paper's toy dz/dt = a z with a ∈ [−0.3, 0.3], z0 ∈ [0.1, 10], T ∈ ±[0.1, 20] (t = [0, T])."""
     big_t = draw(_floats(0.1, 20.0)) * draw(st.sampled_from([1.0, -1.0]))
@@ -231,6 +245,7 @@ def mlp_problems(draw, time_dependent: bool | None = None, max_state_dim: int = 
 
 problem_strategies: dict[str, st.SearchStrategy[pr.Problem]] = {
     "linear": linear_problems(),
+    "forced_linear": forced_linear_problems(),
     "toy": toy_problems(),
     "harmonic_oscillator": harmonic_oscillators(),
     "time_dependent_scalar": time_dependent_scalars(),
@@ -241,7 +256,7 @@ problem_strategies: dict[str, st.SearchStrategy[pr.Problem]] = {
     "mlp_time_dependent": mlp_problems(time_dependent=True),
 }
 
-_CLOSED_FORM = ("linear", "toy", "harmonic_oscillator", "time_dependent_scalar")
+_CLOSED_FORM = ("linear", "forced_linear", "toy", "harmonic_oscillator", "time_dependent_scalar")
 
 
 def problems(closed_form: bool | None = None) -> st.SearchStrategy[pr.Problem]:

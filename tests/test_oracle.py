@@ -180,6 +180,20 @@ def test_numerical_reference_matches_the_linear_closed_form_from_zero(b):
         assert error <= stated + CLOSED_FORM_ERROR * scale  # honest, up to the closed form's own error
 
 
+def test_numerical_reference_matches_the_forced_closed_form_from_rest():
+    """y' = Ay + b·cos(ωt) from y0 = 0: the state at rest, moved only by a time-dependent forcing (so ∂f/∂t enters
+    dL/dt0 and the controller's first error estimates are those of a zero state)."""
+    problem = P.forced_linear(t=np.linspace(0.0, 3.0, 4))
+    ref = reference_gradient(problem, numerical=True)
+    exact = problem.exact_gradient(problem.y0, problem.params, problem.t, ones(problem))
+    scale = max(np.max(np.abs(v)) for v in exact)
+    assert ref.trusted and np.all(problem.y0 == 0.0)
+    for got, want, stated in zip(ref.values, exact, ref.errors):
+        error = np.max(np.abs(got - want))
+        assert error <= 1e-8 * scale
+        assert error <= stated + CLOSED_FORM_ERROR * scale
+
+
 def test_a_reference_not_tight_enough_for_the_criterion_gives_no_verdict():
     problem = P.van_der_pol()
     ref = reference_gradient(problem)

@@ -59,7 +59,7 @@ def complex_step_jacobians(problem: Problem, t: float, y: np.ndarray):
 
 def test_registry_and_strategies_cover_the_same_problems():
     assert set(gst.problem_strategies) == set(PROBLEMS)
-    assert set(CLOSED_FORM) == {"linear", "toy", "harmonic_oscillator", "time_dependent_scalar"}
+    assert set(CLOSED_FORM) == {"linear", "forced_linear", "toy", "harmonic_oscillator", "time_dependent_scalar"}
 
 
 @pytest.mark.parametrize("name", NAMES)
