@@ -149,6 +149,9 @@ def gradient(
     dL_dy = _cotangents(dL_dy, forward.ys.shape)
     back_rtol = positive_float("rtol" if adjoint_rtol is None else "adjoint_rtol", rtol if adjoint_rtol is None
                                else adjoint_rtol)
+    if adjoint_atol is None and np.ndim(atol) != 0 and method != "discrete":
+        # the backward state is not the forward one: a per-component atol has no meaning there (gqtorch says so too)
+        raise InputError("adjoint_atol must be given (a positive number) when atol is not a number")
     back_atol = atol if adjoint_atol is None else positive_float("adjoint_atol", adjoint_atol)
     if method == "gq":
         dy0, dp, dt, counters = gq_gradient(field, forward, params, dL_dy, rule=rule, rtol=back_rtol,

@@ -125,10 +125,9 @@ def flat_state(y0) -> tuple[torch.Tensor, list[torch.Size], bool]:
 
 
 def time_grid(t) -> tuple[np.ndarray, float]:
-    if isinstance(t, torch.Tensor):
-        if t.is_complex():
-            raise InputError(f"t must be a real tensor, got dtype {t.dtype}")
-        t = t.detach().to("cpu", torch.float64).numpy()
+    if isinstance(t, torch.Tensor):  # bool and complex tensors reach gqref's check uncast, to be refused there
+        t = t.detach().cpu()
+        t = (t.to(torch.float64) if t.is_floating_point() else t).numpy()
     try:
         return output_times(t)
     except (TypeError, ValueError) as error:

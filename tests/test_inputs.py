@@ -135,6 +135,7 @@ REF_REFUSED = [
     (ref_gradient, {"method": "adjoint", "param_blocks": (1.5,)}, "param_blocks[0] must be a non-negative integer"),
     (ref_gradient, {"method": "adjoint", "param_blocks": (2, -1)}, "param_blocks[1] must be a non-negative integer"),
     (ref_gradient, {"quadrature": "simpson"}, "quadrature must be one of"),
+    (ref_gradient, {"atol": np.array([1e-9, 1e-8])}, "adjoint_atol must be given (a positive number) when atol is"),
     # a VJP of the wrong shape or type is reported as that VJP, not as f
     (ref_gradient, {"field": decay_field(vjp_y=lambda t, y, p, a: np.ones(3))}, "field.vjp_y returned shape (3,)"),
     (ref_gradient, {"field": decay_field(vjp_y=lambda t, y, p, a: np.ones(3)), "method": "adjoint"},
@@ -240,6 +241,9 @@ COMMON_REFUSED = [
 TORCH_REFUSED = [(name, kw, message) for name in SOLVERS for kw, message in COMMON_REFUSED] + [
     ("odeint", {"atol": torch.tensor([1e-9, -1.0])}, "atol must be positive and finite in every entry"),
     ("odeint", {"atol": np.array([1e-9, NAN])}, "atol must be positive and finite in every entry"),
+    ("odeint", {"t": torch.tensor([0.0, 1.0 + 1j])}, "t must be real"),
+    ("odeint", {"t": torch.tensor([False, True])}, "t must be a real numeric array, got dtype bool"),
+    ("odeint_adjoint_gq", {"atol": torch.tensor([1e-9, 1e-8])}, "adjoint_atol must be given (a positive number)"),
     ("odeint_adjoint", {"adjoint_rtol": True}, "adjoint_rtol must be a positive finite number, got True"),
     ("odeint_adjoint", {"adjoint_atol": torch.tensor(NAN)}, "adjoint_atol must be a positive finite number"),
     ("odeint_adjoint_gq", {"adjoint_rtol": np.float64(-1.0)}, "adjoint_rtol must be a positive finite number"),
