@@ -110,6 +110,21 @@ class LinearField(TwinField):
         return y @ self.A.T + self.b
 
 
+class ForcedLinearField(TwinField):
+    """y' = A y + b·cos(ω t); params = [A.ravel() (row-major), b, ω]."""
+
+    def __init__(self, params: np.ndarray, state_dim: int):
+        super().__init__()
+        n = state_dim
+        self.A = _parameter(np.reshape(params[: n * n], (n, n)))
+        self.b = _parameter(params[n * n: n * n + n])
+        self.omega = _parameter(params[n * n + n])
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        forcing = torch.cos(self.omega * torch.as_tensor(t, dtype=y.dtype))
+        return y @ self.A.T + self.b * forcing
+
+
 class ScaleField(TwinField):
     """The toy y' = a·y; params = [a]."""
 
@@ -201,6 +216,7 @@ class MLPField(TwinField):
 
 _TWINS: tuple[tuple[object, Callable[[pr.Problem], TwinField]], ...] = (
     (pr.LINEAR_FIELD, lambda p: LinearField(p.params, p.state_dim)),
+    (pr.FORCED_LINEAR_FIELD, lambda p: ForcedLinearField(p.params, p.state_dim)),
     (pr.SCALE_FIELD, lambda p: ScaleField(p.params)),
     (pr.OSCILLATOR_FIELD, lambda p: OscillatorField(p.params)),
     (pr.COSINE_FIELD, lambda p: CosineField(p.params)),
