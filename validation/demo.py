@@ -27,7 +27,7 @@ DEMO_T = (19.0, 24.0, 29.04)  # the ends and middle of the paper's sweep
 QUICK_T = (19.0,)
 # g1d at width 300: P_f = 93,004 parameters against a state of 2 × 4, so GQ's backward solve is the small one. It
 # trains to MSE ~1e-6 in the paper's 150 epochs (one full-batch step each) at lr 1e-3; the authors' 1e-2 (meant
-# for small widths) leaves it at MSE 1.8 at this width. The four methods together cost ~1 CPU-min (one thread).
+# for small widths) leaves it at MSE 1.8 at this width. The whole demo took 130 s (50 CPU-s) on 2 cores at load ~7.
 # Nested spheres was the race before: in a few minutes it stays at chance (ln 2 plateau for its first ~12 epochs).
 DEMO_WIDTH, DEMO_EPOCHS, DEMO_LR = 300, 150, 1e-3
 QUICK_WIDTH, QUICK_EPOCHS = 8, 2
