@@ -40,9 +40,9 @@ import numpy as np
 
 from gqref.errors import GQError, InputError, NonFiniteFieldError
 from gqref.kronrod import gauss_kronrod
-from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS
+from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS, STEP_NODES
 
-DEFAULT_KRONROD_N = 3  # G3/K7 panels: G3 is GQ's step rule (see gqref.gq)
+DEFAULT_KRONROD_N = STEP_NODES  # G3/K7 panels: G3 is GQ's step rule (see gqref.gq)
 ROUNDOFF_FLOOR = ROUNDOFF_ULPS * np.finfo(np.float64).eps
 SPLIT_BUDGET = 0.5  # after a round's splits, the panels left alone use at most this share of the tolerance
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from gqref.arguments import flag
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
 from gqref.errors import InputError
 from gqref.solve import output_times
 from gqtorch.augmented import (
@@ -122,7 +123,7 @@ def adjoint_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tenso
     return x[1 + size:1 + 2 * size], dparams, dL_dt
 
 
-def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
+def odeint_adjoint(func: Callable, y0, t, *, rtol: float = DEFAULT_RTOL, atol=DEFAULT_ATOL, method: str | None = None,
                    options: dict | None = None, event_fn=None, adjoint_rtol: float | None = None,
                    adjoint_atol: float | None = None, adjoint_method: str | None = None,
                    adjoint_options: dict | None = None, adjoint_params=None, return_stats: bool = False):

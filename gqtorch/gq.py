@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from gqref.arguments import flag
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
 from gqref.errors import InputError
 from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
 from gqref.refinement import DEFAULT_KRONROD_N
@@ -335,9 +336,10 @@ def _step_rule(field: FlatField, reader: DenseReader, panels: list[tuple[int, fl
     return counts, tuple(times[groups == g].reshape(-1) for g in range(n_groups)), grads, batched
 
 
-def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
-                      options: dict | None = None, event_fn=None, adjoint_rtol: float | None = None,
-                      adjoint_atol: float | None = None, adjoint_method: str | None = None,
+def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = DEFAULT_RTOL, atol=DEFAULT_ATOL,
+                      method: str | None = None, options: dict | None = None, event_fn=None,
+                      adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
+                      adjoint_method: str | None = None,
                       adjoint_options: dict | None = None, adjoint_params=None, gtol: float | None = None,
                       max_nodes: int | None = None, return_stats: bool = False,
                       quadrature: str | Rule = DEFAULT_QUADRATURE, gatol: float | None = None,
