@@ -273,7 +273,7 @@ def dense_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor,
             return rows
 
         blocks = [slice(0, n_params)] + ([slice(n_params, dimension)] if t_grad else [])
-        result = refinement.integrate_adaptive(integrand, panels, n_groups=len(dense), dimension=dimension,
+        result = refinement.integrate_panels(integrand, panels, n_groups=len(dense), dimension=dimension,
                                                rtol=setup.rule.relative_tolerance(setup.adjoint_rtol, 0.0),
                                                atol=setup.rule.atol, dtype=dtype, device=device,
                                                blocks=blocks, max_refinement_nodes=setup.rule.max_nodes,
