@@ -27,7 +27,7 @@ from gqref.arguments import count, real_number
 from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL  # the bound's tolerances when the caller passes none
 from gqref.errors import InputError
 from gqtorch.adjoint import odeint_adjoint
-from gqtorch.augmented import adjoint_parameters
+from gqtorch.backsolve import adjoint_parameters
 from gqtorch.gq import odeint_adjoint_gq
 from gqtorch.memory import PeakMemory
 from gqtorch.solve import odeint

@@ -26,7 +26,7 @@ from gqref.errors import InputError, NonFiniteFieldError
 from gqref.kronrod import gauss_kronrod
 from gqref.refinement import DEFAULT_KRONROD_N, SPLIT_BUDGET, QuadratureLimitError
 from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS  # the floor is ROUNDOFF_ULPS·ε(dtype)·∫|g|
-from gqtorch.augmented import grads_or_none
+from gqtorch.nodes import grads_or_none
 from gqtorch.quadrature import kronrod_rule
 from gqtorch.solve import FlatField
 
@@ -176,7 +176,7 @@ def node_rows(field: FlatField, taus: torch.Tensor, zs: torch.Tensor, cotangents
               params: tuple[torch.Tensor, ...], t_grad: bool, batched: bool) -> tuple[torch.Tensor, bool]:
     """Each node's own VJP: rows [cot_kᵀ∂f(τ_k, z_k)/∂θ (all params flattened), (cot_k·∂f/∂τ_k)], shape (K, D).
 
-    Unlike :func:`gqtorch.augmented.node_vjps` (which needs only the weighted sum over nodes, one
+    Unlike :func:`gqtorch.nodes.node_vjps` (which needs only the weighted sum over nodes, one
     ``autograd.grad``), adaptive quadrature needs every node's value: its panel sums, error estimates and roundoff
     floor are per panel and per component. Batched (one call for all nodes): when ``func`` is an ``nn.Module``
     owning every differentiated tensor (or there are none), ``torch.func.vmap(torch.func.grad(...))`` over
