@@ -15,7 +15,7 @@ import torch
 
 from gqref.arguments import flag
 from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
-from gqref.errors import InputError
+from gqref.errors import InputError, NonFiniteFieldError
 from gqref.solve import output_times
 from gqtorch.augmented import backward_dynamics
 from gqtorch.backsolve import (
@@ -104,8 +104,13 @@ def adjoint_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tenso
             nfe += 1
         s_out, direction = output_times([t[i], t[i - 1]])
         grid_args = (dynamics, x, torch.tensor([t[i], t[i - 1]], dtype=setup.t_dtype))  # torchdiffeq's call
-        back, back_stats = integrate_plan(plan, dynamics, x, s_out.tolist(), direction, setup.adjoint_rtol, atol,
-                                          norm, callbacks=setup.back_callbacks, grid_args=grid_args)
+        try:
+            back, back_stats = integrate_plan(plan, dynamics, x, s_out.tolist(), direction, setup.adjoint_rtol, atol,
+                                              norm, callbacks=setup.back_callbacks, grid_args=grid_args)
+        except NonFiniteFieldError as error:  # say which solve: func's forward values were finite
+            raise NonFiniteFieldError(f"the adjoint's backward dynamics (func and its VJPs aᵀ∂f/∂y, aᵀ∂f/∂θ, "
+                                      f"a·∂f/∂t) returned a non-finite value (NaN or inf) at t = {error.t!r}",
+                                      error.t) from error
         x = back[-1].clone()
         x[1:1 + size] = ys[i - 1]  # re-anchor to the forward solution
         x[1 + size:1 + 2 * size] += dL_dy[i - 1]

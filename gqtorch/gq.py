@@ -32,7 +32,7 @@ import torch
 
 from gqref.arguments import flag
 from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
-from gqref.errors import InputError
+from gqref.errors import InputError, NonFiniteFieldError
 from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
 from gqref.refinement import DEFAULT_KRONROD_N
 from gqref.rules import (
@@ -113,6 +113,13 @@ class BackwardSweep:
 
     def solve(self, times, record: list | None = None) -> torch.Tensor:
         """[z, a] at ``times`` (t_i first, t_{i−1} last), from the current state."""
+        try:
+            return self._solve(times, record)
+        except NonFiniteFieldError as error:  # say which solve: func's forward values were finite
+            raise NonFiniteFieldError(f"GQ's backward dynamics (func and its VJP aᵀ∂f/∂y) returned a non-finite "
+                                      f"value (NaN or inf) at t = {error.t!r}", error.t) from error
+
+    def _solve(self, times, record: list | None) -> torch.Tensor:
         setup = self.setup
         s_out, direction = output_times(np.asarray(times))
         if self.tab is None:  # a fixed grid: the nodes read off its interpolant, the grid built on [t_i, t_{i−1}]

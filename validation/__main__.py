@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "ornstein-uhlenbeck": "validation.tasks.ornstein_uhlenbeck",
     "toy-gradient": "validation.tasks.toy_gradient",
     "report": "validation.report",
+    "reproduce": "validation.reproduction",
 }
 
 

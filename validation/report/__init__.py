@@ -6,7 +6,8 @@ collections share one root (``results/demo/…`` next to ``results/…``) — th
 tables give mean ± sample standard deviation (n − 1) over seeds of the total training time (the sum of the epoch
 times: training loop only, evaluation excluded, as in the paper), of the final validation metric and of the final
 validation loss; the mean forward/backward NFE per batch and the peak memory; and GQ's speed-up over each baseline,
-the ratio of the mean training times. Unfinished runs are left out of the tables and counted. The toy-gradient JSON,
+the ratio of the mean training times (for the paper's rule, ``gq``, and where it ran for the library's default,
+``gq-auto``). Unfinished runs are left out of the tables and counted. The toy-gradient JSON,
 if present, adds its median-error table and a figure of the relative errors against T. Every file is written
 atomically and durably (:mod:`validation.harness.atomic`).
 """
@@ -25,12 +26,13 @@ from typing import Any
 
 from validation.harness import atomic
 from validation.harness.cli import UsageError, check_writable_dir
-from validation.harness.methods import METHODS
+from validation.harness.methods import GQ_METHODS, METHODS
 
 HELP = "tables (mean ± std over seeds, GQ's speed-ups) and figures from the result JSONs under a results folder"
 DEFAULT_RESULTS = Path("results")
 REPORT_NAME = "report.md"
 BASELINES = ("adjoint", "seminorm", "direct")  # GQ's speed-up is reported against each one present
+GQ_LABELS = {"gq": "GQ", "gq-auto": "GQ-auto"}
 TRAINING_KEYS = ("task", "variant", "method", "width", "seed", "history")
 COMPARED = ("method", "width", "seed")  # what varies within one group of the report
 HISTORY_KEYS = ("epoch_time_s", "val_loss", "val_metric")
@@ -100,11 +102,12 @@ class GroupSummary:
         setting = f" [{self.setting}]" if self.setting else ""
         return f"{self.task} / {self.variant}{setting}{where}"
 
-    def speedups(self) -> dict[int, dict[str, float]]:
-        """width → baseline → mean training time of the baseline / mean training time of GQ."""
+    def speedups(self, gq_method: str = "gq") -> dict[int, dict[str, float]]:
+        """width → baseline → mean training time of the baseline / mean training time of ``gq_method`` (the paper's
+        rule, or ``gq-auto``, the library's default)."""
         result: dict[int, dict[str, float]] = {}
         for width, methods in self.widths.items():
-            gq = methods.get("gq")
+            gq = methods.get(gq_method)
             if gq is None or not gq.time_s.mean:
                 continue
             result[width] = {b: methods[b].time_s.mean / gq.time_s.mean for b in BASELINES if b in methods}
@@ -296,16 +299,23 @@ def training_table(group: GroupSummary) -> str:
 
 
 def speedup_table(group: GroupSummary) -> str | None:
-    """GQ's speed-up per width over each baseline present (None when GQ never ran next to a baseline)."""
-    speedups = group.speedups()
-    baselines = [b for b in BASELINES if any(b in row for row in speedups.values())]
-    if not baselines:
+    """Each GQ variant's speed-up per width over each baseline present (None when no GQ variant ran next to a
+    baseline): columns "GQ vs <baseline>" for the paper's rule, then "GQ-auto vs <baseline>" where gq-auto ran."""
+    columns: list[tuple[str, str]] = []  # (GQ variant, baseline)
+    per_variant = {gq: group.speedups(gq) for gq in GQ_METHODS}
+    for gq, speedups in per_variant.items():
+        columns += [(gq, b) for b in BASELINES if any(b in row for row in speedups.values())]
+    if not columns:
         return None
-    lines = ["| width | " + " | ".join(f"GQ vs {b}" for b in baselines) + " |",
-             "|---:|" + "---:|" * len(baselines)]
-    for width, row in speedups.items():
-        cells = " | ".join(f"{row[b]:.2f}×" if b in row else "—" for b in baselines)
-        lines.append(f"| {width} | {cells} |")
+    widths = sorted({w for speedups in per_variant.values() for w in speedups})
+    lines = ["| width | " + " | ".join(f"{GQ_LABELS[gq]} vs {b}" for gq, b in columns) + " |",
+             "|---:|" + "---:|" * len(columns)]
+    for width in widths:
+        cells = []
+        for gq, b in columns:
+            ratio = per_variant[gq].get(width, {}).get(b)
+            cells.append("—" if ratio is None else f"{ratio:.2f}×")
+        lines.append(f"| {width} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 

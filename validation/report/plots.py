@@ -22,6 +22,7 @@ import numpy as np
 from validation.harness.atomic import atomic_open
 
 METHOD_COLOURS = {"direct": "tab:blue", "adjoint": "tab:orange", "seminorm": "tab:green", "gq": "tab:red",
+                  "gq-auto": "tab:pink",
                   "mali": "tab:purple", "aca": "tab:brown", "sde-direct": "tab:cyan", "sde-adjoint": "tab:olive"}
 DTYPE_STYLES = {"float32": "--", "float64": "-"}
 

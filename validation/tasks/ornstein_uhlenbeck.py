@@ -51,7 +51,7 @@ from torch.utils.data import TensorDataset
 from gqtorch.sde import SmoothNoise, WongZakaiODE, sdeint
 from validation.harness.atomic import atomic_open
 from validation.harness.cli import integer_at_least, positive_float, positive_int
-from validation.harness.methods import Solver
+from validation.harness.methods import GQ_METHODS, Solver
 from validation.harness.training import (
     resolve_device,
 )
@@ -59,7 +59,7 @@ from validation.tasks.mlp import softplus_mlp
 
 NAME = "ornstein-uhlenbeck"
 HELP = "ornstein-uhlenbeck: a neural SDE fitted to a time-dependent OU process (docs/paper.md §3.5), moment-matched KL"
-METHODS = ("gq", "sde-direct", "sde-adjoint")
+METHODS = ("gq", "gq-auto", "sde-direct", "sde-adjoint")  # gq-auto: the library's default GQ rule
 DEFAULTS = {"width": 20, "epochs": 100, "lr": 0.001, "batch_size": 40, "train_ics": 200, "val_ics": 20, "paths": 45,
             "times": 101, "sde_dt": 0.01}
 # --quick: a tiny smoke run; the coarser SDE step keeps the SDE methods' 2 epochs to seconds.
@@ -231,7 +231,7 @@ class OUModel(torch.nn.Module):
 
     def forward(self, y0: torch.Tensor, solve: Solver | None = None) -> torch.Tensor:
         x0 = self._start(y0)
-        if self.method == "gq":
+        if self.method in GQ_METHODS:
             self.noise.resample(shape=x0.shape)  # one new path per trajectory, kept for this forward + backward
             ys = solve(self.func, x0, self.times)
         else:
@@ -267,7 +267,8 @@ at_least_two = integer_at_least(2)
 
 
 FLAG_HELPS = {
-    "--method": "gq (Wong–Zakai ODE, GQ gradients), sde-direct or sde-adjoint (torchsde reversible Heun); default gq",
+    "--method": "gq (Wong–Zakai ODE, GQ gradients by the paper's rule), gq-auto (the same, the library's default "
+                "rule), sde-direct or sde-adjoint (torchsde reversible Heun); default gq",
     "--seed": "first seed: initial weights and the runs' noise; the data have their own fixed seeds (default 0)",
     "--batch-size": f"initial conditions per batch, each with all its paths (default {DEFAULTS['batch_size']})",
 }
@@ -304,7 +305,7 @@ class OUSolver:
     inside the model; direct backprop evaluates no network backward, so its backward NFE is None)."""
 
     def __init__(self, model: OUModel, tol: float, gtol: float):
-        self.model, self.gq = model, Solver("gq", tol, gtol)
+        self.model, self.gq = model, Solver(model.method if model.method in GQ_METHODS else "gq", tol, gtol)
         self.start = 0
 
     def __call__(self, func, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -315,7 +316,7 @@ class OUSolver:
         self.start = self.model.evaluations()
 
     def nfe(self) -> tuple[int, int | None]:
-        if self.model.method == "gq":
+        if self.model.method in GQ_METHODS:
             return self.gq.nfe()
         forward = self.model.calls_after_forward - self.start
         backward = self.model.evaluations() - self.model.calls_after_forward
@@ -369,7 +370,7 @@ def build(args: argparse.Namespace, generator: torch.Generator, seed: int):
         "simulation": "exact Gaussian transitions of the linear SDE (no discretisation error)",
         "seeds": {"train": TRAIN_SEED, "val": VAL_SEED},
         "train_ics": args.train_ics, "val_ics": args.val_ics, "paths": args.paths, "times": args.times,
-        "ncosines": args.ncosines if args.method == "gq" else None, "sde_dt": args.sde_dt,
+        "ncosines": args.ncosines if args.method in GQ_METHODS else None, "sde_dt": args.sde_dt,
         "evaluation": f"torchsde reversible Heun, dt {args.sde_dt}, fixed Brownian entropy {eval_entropy}, "
                       "for every method",
         "nfe": "gq: dopri5 solver statistics; sde-*: drift-network evaluations per batch",

@@ -37,7 +37,7 @@ from validation.harness.cli import (
     track_explicit,
 )
 from validation.harness.environment import environment
-from validation.harness.methods import METHODS
+from validation.harness.methods import GQ_METHODS, METHODS, PAPER_METHODS, solve
 from validation.tasks.peers import PEERS, available, solve_to_end
 
 NAME = "toy-gradient"
@@ -106,7 +106,6 @@ def toy_gradient(T: float, method: str, dtype: torch.dtype = torch.float64, rtol
     z0 = torch.tensor([Z0], dtype=dtype, requires_grad=True)
     t_end = torch.tensor(T, dtype=dtype, requires_grad=True)
     t = torch.stack([torch.zeros((), dtype=dtype), t_end])
-    opts = {"rtol": rtol, "atol": atol, "return_stats": True}
     began = time.perf_counter()
     if method in PEERS:  # TorchDiffEqPack integrates to a number, so T gets no gradient
         z_end = solve_to_end(method, func, z0, 0.0, T, rtol, atol)
@@ -116,15 +115,9 @@ def toy_gradient(T: float, method: str, dtype: torch.dtype = torch.float64, rtol
         values = {"L": float(loss.detach()), "dL_dz0": float(d_z0.sum()), "dL_da": float(d_a), "dL_dT": None}
         exact = exact_values(float(z0.detach()), float(func.a.detach()), float(t_end.detach()))
         return ToyRun(values, exact, None, None, None, elapsed)
-    if method == "direct":
-        ys, stats = gqtorch.odeint(func, z0, t, **opts)
-    elif method == "gq":
-        ys, stats = gqtorch.odeint_adjoint_gq(func, z0, t, quadrature="interval", gtol=gtol, **opts)
-    elif method in ("adjoint", "seminorm"):
-        options = {"norm": "seminorm"} if method == "seminorm" else None
-        ys, stats = gqtorch.odeint_adjoint(func, z0, t, adjoint_options=options, **opts)
-    else:
+    if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS + PEERS)}, got {method!r}")
+    ys, stats = solve(method, func, z0, t, rtol=rtol, atol=atol, gtol=gtol)
     loss = ys[-1].pow(2).sum()
     d_z0, d_a, d_T = torch.autograd.grad(loss, (z0, func.a, t_end))
     elapsed = time.perf_counter() - began
@@ -135,7 +128,7 @@ def toy_gradient(T: float, method: str, dtype: torch.dtype = torch.float64, rtol
         nfe_forward, nfe_backward, nodes = stats.nfe, None, None
     else:
         nfe_forward, nfe_backward = stats.nfe_forward, stats.nfe_backward
-        nodes = sum(stats.nodes) if method == "gq" else None
+        nodes = sum(stats.nodes) if method in GQ_METHODS else None
     return ToyRun(values, exact, int(nfe_forward), nfe_backward, nodes, elapsed)
 
 
@@ -240,8 +233,8 @@ def run_sweep(times: list[float], methods: list[str], dtypes: list[str], rtol: f
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods", nargs="+", choices=METHODS + PEERS, default=list(METHODS + PEERS),
-                        help="gradient methods (default: all four, plus MALI and ACA where TorchDiffEqPack is "
+    parser.add_argument("--methods", nargs="+", choices=METHODS + PEERS, default=list(PAPER_METHODS + PEERS),
+                        help="gradient methods (default: the paper's four, plus MALI and ACA where TorchDiffEqPack is "
                              "installed)")
     parser.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), default=list(DTYPES),
                         help="floating-point types (default: float32 float64)")
