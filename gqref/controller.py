@@ -24,6 +24,9 @@ NORM_MIXED = 2
 
 
 # The step-size update's safety factor and growth/shrink limits (torchdiffeq's and scipy's defaults alike).
+# torchdiffeq's default tolerances, the default of every solve and gradient in both twins
+DEFAULT_RTOL = 1e-7
+DEFAULT_ATOL = 1e-9
 SAFETY = 0.9
 IFACTOR = 10.0
 DFACTOR = 0.2

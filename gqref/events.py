@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gqref.arguments import finite_float, positive_float
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
 from gqref.dense import DenseOutput, dense_output
 from gqref.errors import InputError, SolverError
 from gqref.field import VectorField, as_field
@@ -139,7 +140,7 @@ def _inputs(field, y0, params) -> tuple[VectorField, np.ndarray, np.ndarray]:
 
 
 def solve_until_event(field: VectorField | Callable, y0, t0: float, params, event_fn: Callable, *, t_max: float,
-                      rtol: float = 1e-7, atol=1e-9, tol: float | None = None,
+                      rtol: float = DEFAULT_RTOL, atol=DEFAULT_ATOL, tol: float | None = None,
                       max_steps: int = DEFAULT_MAX_STEPS) -> EventSolution:
     """The first sign change of ``event_fn`` after ``t0``; see the module docstring."""
     field, y0, params = _inputs(field, y0, params)
@@ -206,7 +207,7 @@ def _jacobian(event_fn, event_jac, t, y, p, m):
 
 def event_gradient(field: VectorField | Callable, y0, t0: float, params, event_fn: Callable, *, t_max: float,
                    dL_dt_event: float = 1.0, dL_dy_event=None, event_jac: Callable | None = None,
-                   method: str = "discrete", rtol: float = 1e-7, atol=1e-9, tol: float | None = None,
+                   method: str = "discrete", rtol: float = DEFAULT_RTOL, atol=DEFAULT_ATOL, tol: float | None = None,
                    max_steps: int = DEFAULT_MAX_STEPS, **gradient_options) -> EventGradient:
     """The implicit-function gradient of L(t*, y(t*)); see the module docstring."""
     field, y0, params = _inputs(field, y0, params)

@@ -57,7 +57,7 @@ from gqref.dense import DenseOutput, dense_output
 from gqref.field import VectorField, vjp_value
 from gqref.panels import AUTO_CHECKS, NumpyPanelSums, first_round_counts, interval_panels, refine
 from gqref.quadrature import gauss_legendre, node_count
-from gqref.refinement import DEFAULT_KRONROD_N, integrate_adaptive
+from gqref.refinement import DEFAULT_KRONROD_N, integrate_panels
 from gqref.rules import PAPER_MAX_NODES, STEP_NODES, AdaptiveRule, AutoRule, IntervalRule, Rule, StepRule
 from gqref.solve import Solution, solve
 
@@ -241,7 +241,7 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
     elif isinstance(rule, StepRule):
         integral, nodes_used, node_times = _step_rule(integrand, _step_panels(dense, t), len(dense), step_nodes)
     elif isinstance(rule, AdaptiveRule):
-        result = integrate_adaptive(integrand, _step_panels(dense, t), n_groups=len(dense), dimension=dimension,
+        result = integrate_panels(integrand, _step_panels(dense, t), n_groups=len(dense), dimension=dimension,
                                     rtol=rule.relative_tolerance(rtol, eps), atol=rule.atol, blocks=blocks,
                                     max_refinement_nodes=rule.max_nodes, n=kronrod_n)
         integral, nodes_used, node_times = result.integral, result.nodes, result.node_times

@@ -10,6 +10,7 @@ import numpy as np
 
 from gqref.adjoint import adjoint_gradient
 from gqref.arguments import count, finite_array, flag, positive_float
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
 from gqref.discrete import discrete_gradient
 from gqref.errors import InputError
 from gqref.field import VectorField, as_field, complete_vjps
@@ -80,8 +81,8 @@ def gradient(
     dL_dy,
     *,
     method: str = "gq",
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
     gtol: float | None = None,
     max_nodes: int | None = None,
     quadrature: str | Rule = DEFAULT_QUADRATURE,

@@ -40,9 +40,9 @@ import numpy as np
 
 from gqref.errors import GQError, InputError, NonFiniteFieldError
 from gqref.kronrod import gauss_kronrod
-from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS
+from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS, STEP_NODES
 
-DEFAULT_KRONROD_N = 3  # G3/K7 panels: G3 is GQ's step rule (see gqref.gq)
+DEFAULT_KRONROD_N = STEP_NODES  # G3/K7 panels: G3 is GQ's step rule (see gqref.gq)
 ROUNDOFF_FLOOR = ROUNDOFF_ULPS * np.finfo(np.float64).eps
 SPLIT_BUDGET = 0.5  # after a round's splits, the panels left alone use at most this share of the tolerance
 
@@ -53,7 +53,7 @@ class QuadratureLimitError(GQError, RuntimeError):
 
 @dataclass(frozen=True)
 class AdaptiveQuadrature:
-    """The result of :func:`integrate_adaptive`.
+    """The result of :func:`integrate_panels`.
 
     ``integral`` (D,) is Σ of the final panels' Gauß sums; ``error`` (D,) its estimated error |Σ_p (K_p − G_p)|
     per component and ``error_sum`` (D,) the cancellation-free Σ_p |K_p − G_p|; ``roundoff`` (D,) the floor ρ;
@@ -71,7 +71,7 @@ class AdaptiveQuadrature:
     rounds: int
 
 
-def integrate_adaptive(
+def integrate_panels(
     integrand: Callable[[np.ndarray, np.ndarray], np.ndarray],
     panels: Sequence[tuple[int, float, float]],
     *,
@@ -91,7 +91,7 @@ def integrate_adaptive(
     The test, the split rule and the meaning of the result are in the module docstring.
     """
     if not panels:
-        raise InputError("integrate_adaptive needs at least one panel")
+        raise InputError("integrate_panels needs at least one panel")
     blocks = [slice(0, dimension)] if blocks is None else list(blocks)
     x_ref, wk_ref, wg_ref = gauss_kronrod(n)
     width = x_ref.size

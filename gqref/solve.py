@@ -9,7 +9,7 @@ import numpy as np
 
 from gqref.adaptive import ADAPTIVE, DEFAULT_MAX_STEPS, AdaptiveOptions, adaptive_options
 from gqref.arguments import count, finite_array, monotone_times, optional_positive_float, positive_float, tolerance
-from gqref.controller import SCIPY, Controller, ErrorNorm, as_controller, as_norm
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY, Controller, ErrorNorm, as_controller, as_norm
 from gqref.errors import InputError, raise_for_status
 from gqref.field import VectorField, as_field, complex_output, flat_python_function
 from gqref.fixed_grid import FIXED_METHODS, FIXED_OPTIONS, fixed_options, solve_fixed
@@ -161,8 +161,8 @@ def solve(
     t,
     params=None,
     *,
-    rtol: float = 1e-7,
-    atol: float | np.ndarray = 1e-9,
+    rtol: float = DEFAULT_RTOL,
+    atol: float | np.ndarray = DEFAULT_ATOL,
     method: str = "dopri5",
     controller: str | Controller = "torchdiffeq",
     norm: str | ErrorNorm | None = None,

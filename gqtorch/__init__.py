@@ -23,7 +23,7 @@ from gqref.solve import Stats
 from gqtorch import testing
 from gqtorch.adjoint import odeint_adjoint
 from gqtorch.advise import Advice, advise
-from gqtorch.augmented import GradientStats
+from gqtorch.backsolve import GradientStats
 from gqtorch.dense import odeint_dense
 from gqtorch.events import odeint_event
 from gqtorch.gq import odeint_adjoint_gq

@@ -14,21 +14,23 @@ from collections.abc import Callable
 import torch
 
 from gqref.arguments import flag
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
 from gqref.errors import InputError, NonFiniteFieldError
 from gqref.solve import output_times
-from gqtorch.augmented import (
-    AdjointDynamics,
+from gqtorch.augmented import backward_dynamics
+from gqtorch.backsolve import (
+    BacksolveFunction,
+    BacksolveSetup,
     GradientStats,
-    MaskedBlockRmsNorm,
     adjoint_parameters,
     backward_plan,
     backward_tolerances,
     check_method,
     check_times,
     solve_event_then,
+    user_outputs,
 )
-from gqtorch.backsolve import BacksolveFunction, BacksolveSetup, user_outputs
-from gqtorch.controller import as_norm
+from gqtorch.controller import BlockRmsNorm, as_norm
 from gqtorch.solve import FlatField, flat_state, integrate_plan, plan_method
 from gqtorch.steps import CALLBACK_NAMES, Callbacks
 
@@ -76,7 +78,7 @@ def adjoint_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tenso
     dL_dy = dL_dy.to(dtype)
     # adj_t is always integrated, as torchdiffeq does: it sits in the step control's norm, so a time-dependent
     # field's steps depend on it even when t needs no gradient
-    dynamics = AdjointDynamics(field, size, params, True)
+    dynamics = backward_dynamics(field, size, full=True, params=params)
     plan = setup.back_plan
     norm = None
     if plan.is_adaptive:
@@ -85,7 +87,7 @@ def adjoint_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tenso
             param_blocks = [p.numel() for p in params]
             blocks = [1, *state_blocks, *state_blocks, *param_blocks]
             keep = [True] * (1 + 2 * len(state_blocks)) + [not setup.seminorm] * len(param_blocks)
-            norm = MaskedBlockRmsNorm(blocks, keep, dtype, device)
+            norm = BlockRmsNorm(blocks, dtype, device, keep)
         else:
             norm = AdjointNorm(field, size, params, setup.state_norm, setup.user_norm, setup.seminorm)
     n_total = 1 + 2 * size + sum(p.numel() for p in params)
@@ -127,7 +129,7 @@ def adjoint_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tenso
     return x[1 + size:1 + 2 * size], dparams, dL_dt
 
 
-def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
+def odeint_adjoint(func: Callable, y0, t, *, rtol: float = DEFAULT_RTOL, atol=DEFAULT_ATOL, method: str | None = None,
                    options: dict | None = None, event_fn=None, adjoint_rtol: float | None = None,
                    adjoint_atol: float | None = None, adjoint_method: str | None = None,
                    adjoint_options: dict | None = None, adjoint_params=None, return_stats: bool = False):

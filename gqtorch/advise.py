@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from gqref.arguments import count, real_number
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL  # the bound's tolerances when the caller passes none
 from gqref.errors import InputError
 from gqtorch.adjoint import odeint_adjoint
-from gqtorch.augmented import adjoint_parameters
+from gqtorch.backsolve import adjoint_parameters
 from gqtorch.gq import odeint_adjoint_gq
 from gqtorch.memory import PeakMemory
 from gqtorch.solve import odeint
@@ -42,9 +43,6 @@ REFERENCE_ORDER = ("direct", "adjoint", "seminorm", "gq")
 # method further than AGREEMENT_FACTOR × tolerance from the reference is not resolving its gradient to the
 # tolerance the user asked for.
 AGREEMENT_FACTOR = 100.0
-# gqtorch's default tolerances (torchdiffeq's), used for the bound when the caller passes none.
-DEFAULT_RTOL = 1e-7
-DEFAULT_ATOL = 1e-9
 
 _SOLVERS: dict[str, Callable] = {"direct": odeint, "adjoint": odeint_adjoint, "seminorm": odeint_adjoint,
                                  "gq": odeint_adjoint_gq}

@@ -34,14 +34,16 @@ def max_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class BlockRmsNorm:
-    """max over consecutive blocks of each block's RMS (torchdiffeq's default norm for tuple states), in 4 ops."""
+    """max over consecutive blocks of each block's RMS, in 4 ops: torchdiffeq's default norm for tuple states and,
+    with ``keep`` leaving blocks out, its mixed norm and seminorm of the augmented backward state."""
 
-    def __init__(self, sizes: Sequence[int], dtype: torch.dtype, device: torch.device):
-        weights = torch.zeros(len(sizes), sum(sizes), dtype=dtype)
-        start = 0
-        for j, size in enumerate(sizes):
-            weights[j, start:start + size] = 1.0 / size
-            start += size
+    def __init__(self, sizes: Sequence[int], dtype: torch.dtype, device: torch.device,
+                 keep: Sequence[bool] | None = None):
+        rows = [j for j in range(len(sizes)) if keep is None or keep[j]]
+        weights = torch.zeros(len(rows), sum(sizes), dtype=dtype)
+        starts = [sum(sizes[:j]) for j in range(len(sizes))]
+        for r, j in enumerate(rows):
+            weights[r, starts[j]:starts[j] + sizes[j]] = 1.0 / sizes[j]
         self.weights = weights.to(device)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

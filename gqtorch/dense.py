@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
 from gqref.errors import InputError
 
 
@@ -98,8 +99,8 @@ class DenseReader:
         return evaluate_quartics(self.coeffs, owner, x)
 
 
-def odeint_dense(func, y0: torch.Tensor, t0, t1, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
-                 options: dict | None = None):
+def odeint_dense(func, y0: torch.Tensor, t0, t1, *, rtol: float = DEFAULT_RTOL, atol=DEFAULT_ATOL,
+                 method: str | None = None, options: dict | None = None):
     """torchdiffeq's ``odeint_dense``: solve from ``t0`` to ``t1`` and return ``dense_output_fn(t_eval)``, the
     solution at any times in [t0, t1] from the accepted steps' quartics (shape ``(len(t_eval), *y0.shape)``, or
     ``y0.shape`` for a 0-d ``t_eval``).

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from gqref.arguments import flag
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
 from gqref.errors import InputError, NonFiniteFieldError
 from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
 from gqref.refinement import DEFAULT_KRONROD_N
@@ -49,20 +50,22 @@ from gqref.tableau import ADAPTIVE_TABLEAUX
 from gqtorch import refinement
 from gqtorch.adaptive import integrate_adaptive
 from gqtorch.arguments import host_scalar
-from gqtorch.augmented import (
-    GQDynamics,
+from gqtorch.augmented import backward_dynamics
+from gqtorch.backsolve import (
+    BacksolveFunction,
+    BacksolveSetup,
     GradientStats,
-    MaskedBlockRmsNorm,
     adjoint_parameters,
     backward_plan,
     backward_tolerances,
     check_method,
     check_times,
-    node_vjps,
     solve_event_then,
+    user_outputs,
 )
-from gqtorch.backsolve import BacksolveFunction, BacksolveSetup, user_outputs
+from gqtorch.controller import BlockRmsNorm
 from gqtorch.dense import DenseOutput, DenseReader, dense_output
+from gqtorch.nodes import node_vjps
 from gqtorch.panels import TorchPanelSums
 from gqtorch.quadrature import gauss_legendre, node_count, reference_rule
 from gqtorch.solve import ADAPTIVE_METHODS, SCIPY_METHODS, FlatField, flat_state, integrate_plan, plan_method
@@ -85,8 +88,8 @@ class BackwardSweep:
         self.size = ys.shape[1]
         self.dtype, self.device = ys.dtype, ys.device
         self.dL_dy = dL_dy.to(self.dtype)
-        self.dynamics = GQDynamics(self.field, self.size)
-        self.norm = MaskedBlockRmsNorm((self.size, self.size), (True, True), self.dtype, self.device)
+        self.dynamics = backward_dynamics(self.field, self.size, full=False)
+        self.norm = BlockRmsNorm((self.size, self.size), self.dtype, self.device)
         self.atol = torch.full((2 * self.size,), setup.adjoint_atol, dtype=self.dtype, device=self.device)
         plan = setup.back_plan
         self.tab = torch_tableau(ADAPTIVE_TABLEAUX[plan.method], self.dtype, self.device) if plan.is_adaptive \
@@ -279,7 +282,7 @@ def dense_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor,
             return rows
 
         blocks = [slice(0, n_params)] + ([slice(n_params, dimension)] if t_grad else [])
-        result = refinement.integrate_adaptive(integrand, panels, n_groups=len(dense), dimension=dimension,
+        result = refinement.integrate_panels(integrand, panels, n_groups=len(dense), dimension=dimension,
                                                rtol=setup.rule.relative_tolerance(setup.adjoint_rtol, 0.0),
                                                atol=setup.rule.atol, dtype=dtype, device=device,
                                                blocks=blocks, max_refinement_nodes=setup.rule.max_nodes,
@@ -342,9 +345,10 @@ def _step_rule(field: FlatField, reader: DenseReader, panels: list[tuple[int, fl
     return counts, tuple(times[groups == g].reshape(-1) for g in range(n_groups)), grads, batched
 
 
-def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
-                      options: dict | None = None, event_fn=None, adjoint_rtol: float | None = None,
-                      adjoint_atol: float | None = None, adjoint_method: str | None = None,
+def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = DEFAULT_RTOL, atol=DEFAULT_ATOL,
+                      method: str | None = None, options: dict | None = None, event_fn=None,
+                      adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
+                      adjoint_method: str | None = None,
                       adjoint_options: dict | None = None, adjoint_params=None, gtol: float | None = None,
                       max_nodes: int | None = None, return_stats: bool = False,
                       quadrature: str | Rule = DEFAULT_QUADRATURE, gatol: float | None = None,
@@ -376,7 +380,7 @@ def odeint_adjoint_gq(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, m
     ``adjoint_params``: the tensors to differentiate (default ``func.parameters()`` for an ``nn.Module``; a plain
     function must pass them, or ``()``). ``func`` needs no ``nfe`` attribute. For the batched node VJP ``func``
     should be ``torch.func.vmap``-compatible; otherwise nodes are evaluated one at a time (see
-    :func:`gqtorch.augmented.node_vjps`). Gradients reach ``y0`` (tensor or tuple), ``adjoint_params`` and ``t``.
+    :func:`gqtorch.nodes.node_vjps`). Gradients reach ``y0`` (tensor or tuple), ``adjoint_params`` and ``t``.
     ``return_stats=True`` returns ``(ys, stats)``: a :class:`GradientStats` whose backward fields fill in when
     ``backward`` runs. Bad arguments raise :class:`gqref.errors.InputError` naming the argument.
     """

@@ -17,8 +17,8 @@ import torch
 
 from gqref.panels import Assessment, Panel
 from gqref.rules import ROUNDOFF_ULPS
-from gqtorch.augmented import name_nonfinite_node
 from gqtorch.dense import DenseReader
+from gqtorch.nodes import name_nonfinite_node
 from gqtorch.solve import FlatField
 
 __all__ = ["TorchPanelSums"]
@@ -32,7 +32,7 @@ class TorchPanelSums:
     Why this layout: for a small batch and a big field (g1d: P ~ 10⁶, batch 2) every pass over a P-sized vector
     costs about as much as a node, so the common case (one round, the test met) makes just two gradients per panel
     and two max-norm reads. ``batched`` says whether ``torch.func.vmap(field)`` may be tried (on failure the nodes
-    run in a loop, as :func:`gqtorch.augmented.node_vjps` does, and that is remembered).
+    run in a loop, as :func:`gqtorch.nodes.node_vjps` does, and that is remembered).
     """
 
     def __init__(self, field: FlatField, reader: DenseReader, size: int, params: tuple[torch.Tensor, ...],

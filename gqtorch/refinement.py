@@ -26,17 +26,17 @@ from gqref.errors import InputError, NonFiniteFieldError
 from gqref.kronrod import gauss_kronrod
 from gqref.refinement import DEFAULT_KRONROD_N, SPLIT_BUDGET, QuadratureLimitError
 from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS  # the floor is ROUNDOFF_ULPS·ε(dtype)·∫|g|
-from gqtorch.augmented import grads_or_none
+from gqtorch.nodes import grads_or_none
 from gqtorch.quadrature import kronrod_rule
 from gqtorch.solve import FlatField
 
-__all__ = ["AdaptiveQuadrature", "QuadratureLimitError", "integrate_adaptive", "node_rows"]
+__all__ = ["AdaptiveQuadrature", "QuadratureLimitError", "integrate_panels", "node_rows"]
 
 
 
 @dataclass(frozen=True)
 class AdaptiveQuadrature:
-    """The result of :func:`integrate_adaptive` (gqref's fields; the vectors are device tensors).
+    """The result of :func:`integrate_panels` (gqref's fields; the vectors are device tensors).
 
     ``integral`` (D,) is Σ of the final panels' Gauß sums; ``error`` (D,) its estimated error |Σ_p (K_p − G_p)|;
     ``error_sum`` (D,) Σ_p |K_p − G_p|; ``roundoff`` (D,) the floor ρ; ``nodes[g]`` the nodes evaluated for group g
@@ -54,7 +54,7 @@ class AdaptiveQuadrature:
     rounds: int
 
 
-def integrate_adaptive(
+def integrate_panels(
     integrand: Callable[[np.ndarray, np.ndarray], torch.Tensor],
     panels: Sequence[tuple[int, float, float]],
     *,
@@ -72,10 +72,10 @@ def integrate_adaptive(
 
     ``integrand(groups, times) -> (len(times), dimension)`` tensor of ``dtype`` on ``device``: g at a batch of
     nodes (host arrays; ``groups[k]`` says which group's function to use at ``times[k]``), called once per round.
-    Everything else as :func:`gqref.refinement.integrate_adaptive`.
+    Everything else as :func:`gqref.refinement.integrate_panels`.
     """
     if not panels:
-        raise InputError("integrate_adaptive needs at least one panel")
+        raise InputError("integrate_panels needs at least one panel")
     blocks = [slice(0, dimension)] if blocks is None else list(blocks)
     x_ref = gauss_kronrod(n)[0]  # host float64: node times are computed as gqref computes them
     _, wk_ref, wg_ref = kronrod_rule(n, dtype, device)
@@ -176,7 +176,7 @@ def node_rows(field: FlatField, taus: torch.Tensor, zs: torch.Tensor, cotangents
               params: tuple[torch.Tensor, ...], t_grad: bool, batched: bool) -> tuple[torch.Tensor, bool]:
     """Each node's own VJP: rows [cot_kᵀ∂f(τ_k, z_k)/∂θ (all params flattened), (cot_k·∂f/∂τ_k)], shape (K, D).
 
-    Unlike :func:`gqtorch.augmented.node_vjps` (which needs only the weighted sum over nodes, one
+    Unlike :func:`gqtorch.nodes.node_vjps` (which needs only the weighted sum over nodes, one
     ``autograd.grad``), adaptive quadrature needs every node's value: its panel sums, error estimates and roundoff
     floor are per panel and per component. Batched (one call for all nodes): when ``func`` is an ``nn.Module``
     owning every differentiated tensor (or there are none), ``torch.func.vmap(torch.func.grad(...))`` over

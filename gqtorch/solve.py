@@ -23,6 +23,7 @@ import torch
 
 from gqref.adaptive import AdaptiveOptions, adaptive_options
 from gqref.arguments import flag, positive_float, real_array
+from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
 from gqref.errors import InputError, raise_for_status
 from gqref.fixed_grid import FixedOptions, event_grid
 from gqref.solve import Stats, output_times
@@ -332,7 +333,7 @@ def _solve_until_event(plan: MethodPlan, field: FlatField, flat: torch.Tensor, t
     return event_t, ys
 
 
-def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol=1e-9, method: str | None = None,
+def odeint(func: Callable, y0, t, *, rtol: float = DEFAULT_RTOL, atol=DEFAULT_ATOL, method: str | None = None,
            options: dict | None = None, event_fn=None, return_stats: bool = False):
     """Solve dy/dt = func(t, y) from ``y0`` at ``t[0]``; return y at every ``t[i]`` (torchdiffeq's signature).
 

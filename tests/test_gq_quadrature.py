@@ -21,7 +21,7 @@ from gqref.errors import InputError, NonFiniteFieldError
 from gqref.gq import gq_gradient
 from gqref.kronrod import gauss_kronrod, kronrod_degree
 from gqref.quadrature import gauss_legendre, node_count
-from gqref.refinement import QuadratureLimitError, integrate_adaptive
+from gqref.refinement import QuadratureLimitError, integrate_panels
 
 EPS = np.finfo(float).eps
 GTOLS = (1e-4, 1e-7, 1e-10)  # loose, near the solver's tolerance, far below it (refinement must work)
@@ -128,7 +128,7 @@ def test_refinement_meets_tolerance_and_estimates_its_error(rtol, lo, span, back
     hi = lo + span
     a, b = (hi, lo) if backwards else (lo, hi)
     # group 0 over [a, b]; group 1 (the shifted copy) over [a + 1, b + 1]: the same integral again
-    result = integrate_adaptive(analytic_integrand, [(0, a, b), (1, a + 1, b + 1)], n_groups=2, dimension=3,
+    result = integrate_panels(analytic_integrand, [(0, a, b), (1, a + 1, b + 1)], n_groups=2, dimension=3,
                                 rtol=rtol, atol=0.0, blocks=[slice(0, 2), slice(2, 3)])
     exact = 2 * analytic_exact(a, b)
     actual = np.abs(result.integral - exact)
@@ -151,15 +151,15 @@ def test_refinement_meets_tolerance_and_estimates_its_error(rtol, lo, span, back
 
 def test_refinement_safety_limit():
     with pytest.raises(QuadratureLimitError, match="max_nodes = 50"):  # a cusp converges slowly
-        integrate_adaptive(lambda g, t: np.abs(t)[:, None] ** 0.5, [(0, -1.0, 1.3)], n_groups=1, dimension=1,
+        integrate_panels(lambda g, t: np.abs(t)[:, None] ** 0.5, [(0, -1.0, 1.3)], n_groups=1, dimension=1,
                            rtol=1e-14, atol=0.0, max_refinement_nodes=50)
     # the first round is never limited: a thousand panels of 7 nodes each with a limit of 0
     panels = [(0, k / 1000, (k + 1) / 1000) for k in range(1000)]
-    result = integrate_adaptive(lambda g, t: np.exp(t)[:, None], panels, n_groups=1, dimension=1, rtol=1e-6,
+    result = integrate_panels(lambda g, t: np.exp(t)[:, None], panels, n_groups=1, dimension=1, rtol=1e-6,
                                 atol=0.0, max_refinement_nodes=0)
     assert result.nodes == (7000,) and result.rounds == 1
     with pytest.raises(NonFiniteFieldError, match="not finite"):
-        integrate_adaptive(lambda g, t: np.where(t > 0, 1.0, np.nan)[:, None], [(0, -1.0, 1.0)], n_groups=1,
+        integrate_panels(lambda g, t: np.where(t > 0, 1.0, np.nan)[:, None], [(0, -1.0, 1.0)], n_groups=1,
                            dimension=1, rtol=1e-6, atol=0.0)
 
 

@@ -22,13 +22,13 @@ from gqref.adaptive import AdaptiveOptions
 from gqref.controller import CONTROLLERS
 from gqref.errors import InputError, NonFiniteFieldError
 from gqref.refinement import QuadratureLimitError
-from gqref.refinement import integrate_adaptive as gqref_integrate_adaptive
+from gqref.refinement import integrate_panels as gqref_integrate_panels
 from gqref.solve import output_times
 from gqref.strategies import cotangents, tolerances
 from gqtorch.adaptive import integrate_adaptive as solver_loop
 from gqtorch.controller import as_norm
 from gqtorch.dense import dense_output
-from gqtorch.refinement import integrate_adaptive
+from gqtorch.refinement import integrate_panels
 from gqtorch.tableau import torch_tableau
 from tests.test_gqtorch_solve import problems_with_torch_fields, relative_error, torch_field
 
@@ -192,9 +192,9 @@ def test_refinement_twin_on_an_analytic_integrand():
     for rtol in (1e-3, 1e-8, 1e-13):
         calls.clear()
         blocks = [slice(0, 2), slice(2, 3)]
-        ref = gqref_integrate_adaptive(numpy_integrand, panels, n_groups=2, dimension=3, rtol=rtol, atol=0.0,
+        ref = gqref_integrate_panels(numpy_integrand, panels, n_groups=2, dimension=3, rtol=rtol, atol=0.0,
                                        blocks=blocks)
-        ours = integrate_adaptive(torch_integrand, panels, n_groups=2, dimension=3, rtol=rtol, atol=0.0,
+        ours = integrate_panels(torch_integrand, panels, n_groups=2, dimension=3, rtol=rtol, atol=0.0,
                                   blocks=blocks, dtype=F64, device="cpu")
         assert (ours.nodes, ours.panels, ours.rounds) == (ref.nodes, ref.panels, ref.rounds)
         assert len(calls) == ours.rounds > 1 and sum(calls) == sum(ours.nodes)
@@ -204,10 +204,10 @@ def test_refinement_twin_on_an_analytic_integrand():
         for x, y in ((ours.error, ref.error), (ours.roundoff, ref.roundoff), (ours.error_sum, ref.error_sum)):
             assert np.allclose(x.numpy(), y, rtol=1e-6, atol=1e-15)
     with pytest.raises(QuadratureLimitError, match="max_nodes = 50"):
-        integrate_adaptive(lambda g, t: torch.from_numpy(np.abs(t)[:, None] ** 0.5), [(0, -1.0, 1.3)], n_groups=1,
+        integrate_panels(lambda g, t: torch.from_numpy(np.abs(t)[:, None] ** 0.5), [(0, -1.0, 1.3)], n_groups=1,
                            dimension=1, rtol=1e-14, atol=0.0, max_refinement_nodes=50, dtype=F64, device="cpu")
     with pytest.raises(NonFiniteFieldError, match="not finite"):
-        integrate_adaptive(lambda g, t: torch.from_numpy(np.where(t > 0, 1.0, np.nan)[:, None]), [(0, -1.0, 1.0)],
+        integrate_panels(lambda g, t: torch.from_numpy(np.where(t > 0, 1.0, np.nan)[:, None]), [(0, -1.0, 1.0)],
                            n_groups=1, dimension=1, rtol=1e-6, atol=0.0, dtype=F64, device="cpu")
 
 

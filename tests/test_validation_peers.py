@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from validation.tasks import peers
-from validation.tasks import toy_gradient
+from validation.tasks import peers, toy_gradient
 
 RTOL, ATOL = 1e-6, 1e-7
 
