@@ -169,3 +169,14 @@ def test_quick_help_says_explicit_flags_win(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "flags given explicitly keep their values" in text
     assert "--width 8, --epochs 2, --batch-size 50" in text  # the preset it applies
+
+
+def test_a_huge_gtol_is_a_valid_node_budget_not_an_overflow(tmp_path, capsys):
+    """C = 1e300 asks for more nodes than the cap allows: the paper's rule clips to its cap (64 per interval), so
+    the run trains and records finite numbers instead of overflowing ⌈C·NFE·Δt/T⌉ into an integer."""
+    code, err = _cli(["g1d", "--quick", "--gtol", "1e300", "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    (path,) = tmp_path.rglob("seed0*.json")
+    record = json.loads(path.read_text())
+    assert record["config"]["gtol"] == 1e300 and record["finished"]
+    assert all(v == v and abs(v) < float("inf") for v in record["history"]["train_loss"])  # finite, not NaN
