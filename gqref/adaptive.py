@@ -25,11 +25,11 @@ from gqref.controller import (
     initial_step,
     next_step,
 )
-from gqref.dopri5 import NUDGE_STATE, combine, dopri5_step, one_ulp, rk_step
 from gqref.errors import MAX_STEPS_EXCEEDED, NONFINITE_FIELD, STEP_SIZE_UNDERFLOW, SUCCESS, InputError
 from gqref.field import all_finite, evaluate
 from gqref.interp import interp_evaluate, interp_fit
 from gqref.records import INITIAL_RECORD_ROWS, ensure_rows
+from gqref.runge_kutta import NUDGE_STATE, combine, dopri5_step, one_ulp, rk_step
 
 DEFAULT_MAX_STEPS = 100_000
 # torchdiffeq's adaptive options, in the order its documentation lists them; "norm" is converted by each twin.

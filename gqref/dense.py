@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from gqref._numba import kernel
-from gqref.dopri5 import NUDGE_NONE, NUDGE_STATE, combine, one_ulp, rk_step
 from gqref.errors import NONFINITE_FIELD, SUCCESS, InputError, raise_for_status
 from gqref.field import VectorField, evaluate
 from gqref.interp import fit_matrix, interp_fit
+from gqref.runge_kutta import NUDGE_NONE, NUDGE_STATE, combine, one_ulp, rk_step
 from gqref.solve import Solution, StepMethod, prepare_field
 from gqref.tableau import DOPRI5, float_tableau
 

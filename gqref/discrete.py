@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from gqref.augmented import require_vjps
-from gqref.dopri5 import one_ulp
 from gqref.errors import InputError
 from gqref.field import VectorField, vjp_value
 from gqref.interp import fit_matrix
+from gqref.runge_kutta import one_ulp
 from gqref.solve import Solution, StepMethod
 from gqref.tableau import DOPRI5, FloatTableau, float_tableau
 

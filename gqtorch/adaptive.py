@@ -26,8 +26,8 @@ from gqref.adaptive import AdaptiveOptions
 from gqref.controller import TORCHDIFFEQ, next_step
 from gqref.errors import MAX_STEPS_EXCEEDED, NONFINITE_FIELD, STEP_SIZE_UNDERFLOW, raise_for_status
 from gqtorch.controller import Norm, error_ratio, initial_step
-from gqtorch.dopri5 import NUDGEABLE, midpoint_state, rk_step
 from gqtorch.interp import interp_evaluate, interp_fit
+from gqtorch.runge_kutta import NUDGEABLE, midpoint_state, rk_step
 from gqtorch.steps import NO_CALLBACKS, AcceptedStep, Callbacks
 from gqtorch.tableau import TorchTableau
 

@@ -1,4 +1,4 @@
-"""Dense output of a finished dopri5 solve: every accepted step's quartic (twin of :mod:`gqref.dense`).
+"""Dense output of a finished adaptive solve: every accepted step's quartic (twin of :mod:`gqref.dense`).
 
 gqref recovers the quartics by replaying the accepted steps; gqtorch's solver records them as it goes
 (``integrate_adaptive(..., record=[])``), so reading the dense output costs no evaluations. Time runs in the
@@ -22,7 +22,7 @@ from gqref.errors import InputError
 
 @dataclass(frozen=True)
 class DenseOutput:
-    """The piecewise-quartic continuous extension of one dopri5 solve.
+    """The piecewise-quartic continuous extension of one adaptive solve.
 
     Step j covers [``starts[j]``, ``starts[j + 1]``] in s = ``direction``·t and ``coeffs[j, k]`` is the coefficient
     of xᵏ with x = (s − starts[j]) / (starts[j+1] − starts[j]) (flat state), as in :mod:`gqtorch.interp`.

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 import gqref
-from gqref.dopri5 import combine, dopri5_step
 from gqref.interp import fit_matrix, interp_evaluate, interp_fit
+from gqref.runge_kutta import combine, dopri5_step
 from gqref.tableau import DOPRI5, float_tableau
 from tests.fields import polynomial_in_t
 

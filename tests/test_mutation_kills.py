@@ -21,6 +21,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchdiffeq
 from numpy.polynomial.legendre import leggauss
 
 import gqref
@@ -174,3 +175,225 @@ def test_kronrod_degree_is_the_exact_degree(n):
         assert wk @ x**d == pytest.approx(exact, rel=0.0, abs=1e-14)
     d = degree + 1  # even: ∫_{-1}^{1} t^d = 2/(d+1), missed by 6e-8 (n = 6) or more, far above roundoff (1e-15)
     assert abs(wk @ x**d - 2.0 / (d + 1)) > 1e-12
+
+
+# --- the accept test at an error ratio of exactly 1 ------------------------------------------------------------------
+
+class Growth(torch.nn.Module):
+    """y' = y, logging every attempted step through torchdiffeq's callbacks."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def forward(self, t, y):
+        return y.clone()
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.log.append((float(t0), float(dt), True))
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.log.append((float(t0), float(dt), False))
+
+
+def test_torchdiffeq_controller_accepts_an_error_ratio_of_exactly_one():
+    """adaptive_heun (Heun–Euler) on y' = y from y(0) = 1 with one step dt = 1: the stages are k = (1, 2), the
+    error estimate dt·(k1 − k0)/2 = 0.5 and y1 = 1 + (1 + 2)/2 = 2.5, all exact in binary (an autonomous field, so
+    the last stage's time, nudged one ulp before the step's end, does not enter); with rtol = 1/8, atol = 3/16 the
+    scale is 3/16 + 2.5/8 = 1/2, so the ratio is exactly 1. torchdiffeq accepts at ratio ≤ 1 (its
+    ``error_ratio <= 1``); a strict < would reject and retry the step."""
+    rtol, atol = 0.125, 0.1875
+    for solver in (torchdiffeq.odeint, gqtorch.odeint):
+        func = Growth()
+        with torch.no_grad():
+            ys = solver(func, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64),
+                        rtol=rtol, atol=atol, method="adaptive_heun", options={"first_step": 1.0})
+        assert func.log == [(0.0, 1.0, True)], solver
+        assert ys[-1].item() == pytest.approx(2.5, rel=1e-14, abs=0.0)  # read off the dense output at t = 1: a few ulps
+    growth = gqref.solve(lambda t, y, p: y.copy(), [1.0], [0.0, 1.0], rtol=rtol, atol=atol, method="adaptive_heun",
+                         first_step=1.0)
+    assert (growth.stats.n_accepted, growth.stats.n_rejected, growth.stats.nfe) == (1, 0, 2)
+
+
+# --- the auto rule's panel logic (gqref.panels), driven directly with hand-made panels and sums ---------------------
+
+def test_panel_split_at_the_middle_step_end_with_capped_children():
+    """A panel holding 4 backward steps (3 cuts) splits at its middle cut, each child keeping its 2 steps' cuts; a
+    child keeps its parent's n capped at 3 per step it holds, and at least 3 (module docstring, step 4)."""
+    from gqref.panels import Panel
+
+    parent = Panel(0, 0.0, 4.0, 10, (1.0, 2.0, 3.0))
+    left, right = parent.split()
+    assert (left.lo, left.hi, left.cuts, left.n) == (0.0, 2.0, (1.0,), 6)  # min(10, 3·2 steps)
+    assert (right.lo, right.hi, right.cuts, right.n) == (2.0, 4.0, (3.0,), 6)
+    left, right = Panel(0, 0.0, 8.0, 4, (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)).split()
+    assert (left.cuts, left.n, right.cuts, right.n) == ((1.0, 2.0, 3.0), 4, (5.0, 6.0, 7.0), 4)  # the parent's n
+    left, right = Panel(1, 3.0, 2.0, 8).split()  # inside one step: bisected, 3 nodes (the step rule's count)
+    assert (left.lo, left.hi, left.n, right.lo, right.hi, right.n) == (3.0, 2.5, 3, 2.5, 2.0, 3)
+    assert left.width == 7  # the (2n+1)-point Kronrod extension
+
+
+def test_first_round_counts_are_the_papers_at_least_two():
+    from gqref.panels import first_round_counts
+    from gqref.rules import AutoRule
+
+    rule = AutoRule()
+    # n_i = ⌈0.1·NFE·Δt_i/T⌉: NFE 10 on [0, 0.5, 1] gives 1 per interval, raised to 2; NFE 200 gives 10
+    assert first_round_counts(rule, 10, [0.0, 0.5, 1.0]) == [2, 2]
+    assert first_round_counts(rule, 200, [0.0, 0.5, 1.0]) == [10, 10]
+
+
+class NeverMet:
+    """Panel sums whose check always fails, every kept panel with share 1: refine() splits every panel each round."""
+
+    def __init__(self):
+        self.n = 0
+
+    def add(self, panels):
+        self.n += len(panels)
+
+    def keep(self, indices):
+        self.n = len(indices)
+
+    def assess(self, rtol, atol, blocks, scales):
+        from gqref.panels import Assessment
+
+        return Assessment(True, False, np.ones(self.n), 2.0)
+
+
+def test_refine_budget_allows_exactly_max_nodes():
+    """One 3-node panel (7 nodes) split into two 3-node children (7 each) costs exactly 14 refinement nodes: a
+    budget of 14 allows that round (the budget is 'more than max_nodes'), 13 does not."""
+    from gqref.errors import QuadratureAccuracyWarning
+    from gqref.panels import Panel, refine
+
+    for max_nodes, rounds, nodes in ((14, 2, 21), (13, 1, 7)):
+        with pytest.warns(QuadratureAccuracyWarning):
+            done = refine(NeverMet(), [Panel(0, 0.0, 1.0, 3)], n_groups=1, rtol=1e-3, atol=0.0,
+                          blocks=[slice(0, 1)], max_nodes=max_nodes, strict=False)
+        assert (done.rounds, done.nodes, done.met) == (rounds, (nodes,), False)
+
+
+def test_chosen_panels_leave_at_most_half_the_tolerance():
+    """Shares (1.0, 0.4, 0.3): splitting the first leaves 0.7 > 0.5 of the tolerance, the first two leave 0.3."""
+    from gqref.panels import _chosen
+    from gqref.refinement import SPLIT_BUDGET
+
+    assert SPLIT_BUDGET == 0.5
+    assert _chosen(np.array([0.4, 1.0, 0.3])) == [0, 1]
+    assert _chosen(np.array([0.2, 0.6, 0.1])) == [1]  # splitting the largest leaves 0.3
+    assert _chosen(np.array([0.2, 0.1])) == [0]  # already within budget: still split the largest (the check failed)
+
+
+def test_tolerance_targets_use_the_larger_of_tolerance_and_roundoff_and_the_scale_floor():
+    from gqref.panels import tolerance_targets
+
+    integral = np.array([2.0, -4.0, 1e-3])
+    roundoff = np.array([1e-9, 1e-2, 0.0])
+    blocks = [slice(0, 2), slice(2, 3)]
+    # block 0: atol + rtol·max(‖I‖∞ = 4, floor 1) = 1e-6 + 4e-4; block 1: the floor 10 exceeds |I| = 1e-3
+    got = tolerance_targets(integral, roundoff, 1e-4, 1e-6, blocks, [1.0, 10.0])
+    np.testing.assert_allclose(got, [1e-6 + 4e-4, 1e-2, 1e-6 + 1e-3], rtol=1e-15)
+
+
+def test_check_memory_reuses_only_checks_passed_with_the_margin():
+    """A check passed in one round with E ≤ 0.1 × tolerance is reused; one passed with E = 0.5 × tolerance is not."""
+    from gqref.panels import CheckMemory, Refinement
+    from gqref.rules import REUSE_MARGIN
+
+    assert REUSE_MARGIN == 0.1
+
+    class Field:
+        pass
+
+    for worst, reused in ((0.1, True), (0.5, False)):
+        memory, field = CheckMemory(), Field()
+        done = Refinement(nodes=(7,), node_times=(np.zeros(7),), panels=(1,), rounds=1, met=True, worst=worst)
+        memory.record(field, ("context",), [3], done, recheck_every=4)
+        assert memory.trusted(field, ("context",), [3]) is reused
+
+
+def test_numpy_panel_sums_error_and_roundoff_floor():
+    """NumpyPanelSums on g(t) = (t^6, 1) over one 3-node panel [0, 1]: K7 is exact (degree 11), G3 misses ∫t^6 by
+    the Gauß remainder 1/2800, so I = (1/7, 1) and E = (1/2800, ~0). The second component's E is roundoff (K and G
+    both integrate a constant exactly up to rounding): with rtol = atol = 0 it is judged against the roundoff floor
+    100·ε·Σ|w·g| ≥ 2e-14, and only the first component fails."""
+    from gqref.panels import NumpyPanelSums, Panel
+
+    sums = NumpyPanelSums(lambda groups, t: np.stack([t**6, np.ones_like(t)], axis=1), 2)
+    sums.add([Panel(0, 0.0, 1.0, 3)])
+    integral, error = sums.totals()
+    np.testing.assert_allclose(integral, [1.0 / 7.0, 1.0], rtol=1e-14)
+    assert error[0] == pytest.approx(1.0 / 2800.0, rel=1e-12, abs=0.0)
+    assert error[1] <= 1e-15
+    verdict = sums.assess(0.0, 0.0, [slice(0, 2)], [0.0])
+    assert not verdict.met and verdict.worst == pytest.approx(error[0] / (100 * np.finfo(float).eps / 7), rel=1e-6)
+    verdict = sums.assess(0.0, 1.0 / 2800.0 * (1 + 1e-9), [slice(0, 2)], [0.0])
+    assert verdict.met
+
+
+# --- adaptive Gauß–Kronrod (integrate_adaptive, both twins), on integrands with known errors ------------------------
+
+def adaptive(backend, g, panels, **options):
+    """integrate_adaptive of gqref or gqtorch (float64 tensors) on the numpy integrand g(t) -> (len(t), 1); the
+    result's vectors as numpy arrays."""
+    if backend == "gqref":
+        from gqref.refinement import integrate_adaptive
+
+        return integrate_adaptive(lambda groups, t: g(t)[:, None], panels, n_groups=1, dimension=1, **options)
+    from gqtorch.refinement import integrate_adaptive
+
+    done = integrate_adaptive(lambda groups, t: torch.from_numpy(g(t)[:, None]), panels, n_groups=1, dimension=1,
+                              dtype=torch.float64, device="cpu", **options)
+    return done.__class__(**{**done.__dict__, **{k: getattr(done, k).numpy()
+                                                 for k in ("integral", "error", "error_sum", "roundoff")}})
+
+
+BACKENDS = ["gqref", "gqtorch"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integrate_adaptive_error_is_the_error_of_the_sum(backend):
+    """(t − 1)^7 over the panels [0, 1] and [1, 2]: G3 misses each by the same amount with opposite signs (odd about
+    1), K7 is exact (degree 11). E = |Σ_p (K_p − G_p)| cancels to roundoff; Σ_p |K_p − G_p| does not. With a
+    tolerance between the two the first round stops (E is what is tested)."""
+    x, w = leggauss(3)
+    miss = 1.0 / 8.0 - 0.5 * np.dot(w, (0.5 * (x + 1.0)) ** 7)  # G3's error on ∫_1^2 (t − 1)^7 = 1/8
+    assert miss > 1e-6
+    done = adaptive(backend, lambda t: (t - 1.0) ** 7, [(0, 0.0, 1.0), (0, 1.0, 2.0)], rtol=0.0, atol=1e-9)
+    assert done.rounds == 1 and done.nodes == (14,)
+    assert done.error[0] <= 1e-15  # sums of terms ≤ 1/8 cancelling: a few ε
+    assert done.error_sum[0] == pytest.approx(2.0 * miss, rel=1e-9, abs=0.0)
+    assert done.integral[0] == pytest.approx(0.0, abs=1e-15)  # G's sum: the two misses cancel too
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integrate_adaptive_returns_gauss_bisects_and_reaches_tight_tolerances(backend):
+    """t^6 on [0, 1] at rtol 1e-13: G3 on a panel of width h misses ∫t^6 by at most h^7/2800, so the run must bisect
+    until the missed amount is ≤ 1e-13/7 (panels of width ≤ 1/64). The first round's nodes are the 7 Kronrod nodes
+    of [0, 1], the second's those of [0, 1/2] and [1/2, 1] (bisection at the middle), and the result is Σ G, whose
+    error is the estimate (K7 is exact)."""
+    from gqref.kronrod import gauss_kronrod
+
+    done = adaptive(backend, lambda t: t**6, [(0, 0.0, 1.0)], rtol=1e-13, atol=0.0)
+    x, _, _ = gauss_kronrod(3)
+    times = done.node_times[0]
+    np.testing.assert_allclose(times[:7], 0.5 + 0.5 * x, rtol=0, atol=1e-16)
+    np.testing.assert_allclose(times[7:21], np.concatenate([0.25 + 0.25 * x, 0.75 + 0.25 * x]), rtol=0, atol=1e-16)
+    assert done.rounds > 2 and done.nodes == (times.size,)
+    actual = 1.0 / 7.0 - done.integral[0]
+    # G, not K (exact up to rounding), is returned: its actual error is the estimate, ~5e-15 here, up to the roundoff
+    # of summing ~10² panel sums of size ≤ 1/7 (≲ 1e-15; measured 1.4e-16)
+    assert done.error[0] > 3e-15
+    assert done.error[0] == pytest.approx(actual, rel=0.0, abs=1e-15)
+    assert actual <= 1e-13 / 7.0  # the tolerance is met (the roundoff floor, 100·ε/7 = 3.2e-15, is below it)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integrate_adaptive_budget_counts_refinement_nodes_only(backend):
+    """Twenty 7-node panels meet the tolerance in the first round (a cubic, exact for G3): their 140 nodes are not
+    refinement nodes, so a budget of 10 does not stop them."""
+    panels = [(0, k / 20.0, (k + 1) / 20.0) for k in range(20)]
+    done = adaptive(backend, lambda t: t**3, panels, rtol=1e-10, atol=0.0, max_refinement_nodes=10)
+    assert done.nodes == (140,) and done.rounds == 1
+    assert done.integral[0] == pytest.approx(0.25, rel=1e-14, abs=0.0)

@@ -1,6 +1,6 @@
 """One explicit Runge–Kutta step of any tableau: stages, propagated solution, error estimate, mid-point.
 
-The twin of :mod:`gqref.dopri5` on flat torch tensors. Stages live in one preallocated ``(stages, n)`` tensor
+The twin of :mod:`gqref.runge_kutta` on flat torch tensors. Stages live in one preallocated ``(stages, n)`` tensor
 ``k``; every stage input is one ``addmv`` over the stages before it. ``dt`` is the signed step in the caller's time
 (so a decreasing solve needs no negated field), a Python float: step sizes are not differentiated.
 """
