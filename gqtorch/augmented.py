@@ -14,8 +14,8 @@ from gqtorch.nodes import grads_or_none
 from gqtorch.solve import FlatField
 
 
-class GQDynamics:
-    """d[z, a]/dt = [f, −aᵀ∂f/∂z]: one evaluation and one VJP with respect to z only (no parameter gradient)."""
+class BackwardDynamics:
+    """What both backward dynamics share: the field, the state size, and the flat view the step callbacks get."""
 
     def __init__(self, field: FlatField, n: int):
         self.field = field
@@ -25,6 +25,10 @@ class GQDynamics:
     def split(x: torch.Tensor) -> torch.Tensor:
         """The state as the step callbacks see it: flat (torchdiffeq's augmented state is flat too)."""
         return x
+
+
+class GQDynamics(BackwardDynamics):
+    """d[z, a]/dt = [f, −aᵀ∂f/∂z]: one evaluation and one VJP with respect to z only (no parameter gradient)."""
 
     def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n = self.n
@@ -37,19 +41,13 @@ class GQDynamics:
         return torch.cat((fz.detach(), vjp_z))
 
 
-class AdjointDynamics:
+class AdjointDynamics(BackwardDynamics):
     """dx/dt = [−a·∂f/∂t, f, −aᵀ∂f/∂z, −aᵀ∂f/∂θ] on x = [adj_t, z, a, adj_θ]: one evaluation, one VJP."""
 
     def __init__(self, field: FlatField, n: int, params: tuple[torch.Tensor, ...], t_grad: bool):
-        self.field = field
-        self.n = n
+        super().__init__(field, n)
         self.params = params
         self.t_grad = t_grad
-
-    @staticmethod
-    def split(x: torch.Tensor) -> torch.Tensor:
-        """The state as the step callbacks see it: flat (torchdiffeq's augmented state is flat too)."""
-        return x
 
     def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n = self.n
