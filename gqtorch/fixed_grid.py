@@ -50,18 +50,27 @@ from gqref.fixed_grid import (
     StagePlan,
     event_grid,
     fixed_grid,
-    fixed_options,
     hermite_weights,
     stage_plan,
     step_size_grid,
 )
+from gqref.fixed_grid import fixed_options as numeric_fixed_options
 from gqref.tableau import FIXED_GRID_TABLEAUX, RK4, Tableau
 from gqtorch.adams import AdamsStepper
+from gqtorch.arguments import host_scalar
 from gqtorch.steps import NO_CALLBACKS, AcceptedStep, Callbacks
 
 __all__ = ["FIXED_METHODS", "FIXED_OPTIONS", "SUPPORTED_CALLBACKS", "FixedOptions", "FixedSolve", "Tally", "event_grid",
            "fixed_callbacks", "fixed_options", "fixed_steps", "solve_fixed", "step_size_grid",
            "torch_grid"]
+
+
+def fixed_options(method: str, options: dict | None) -> FixedOptions:
+    """gqref's :func:`~gqref.fixed_grid.fixed_options` after one-element tensors became numbers (torchdiffeq takes
+    a tensor ``step_size``); the checks themselves are gqref's."""
+    if options:
+        options = {k: host_scalar(f"options[{k!r}]", v) for k, v in options.items()}
+    return numeric_fixed_options(method, options)
 
 
 # --- grid -------------------------------------------------------------------------------------------------------
