@@ -351,18 +351,18 @@ def test_numpy_panel_sums_error_and_roundoff_floor():
     assert verdict.met
 
 
-# --- adaptive Gauß–Kronrod (integrate_adaptive, both twins), on integrands with known errors ------------------------
+# --- adaptive Gauß–Kronrod (integrate_panels, both twins), on integrands with known errors ------------------------
 
 def adaptive(backend, g, panels, **options):
-    """integrate_adaptive of gqref or gqtorch (float64 tensors) on the numpy integrand g(t) -> (len(t), 1); the
+    """integrate_panels of gqref or gqtorch (float64 tensors) on the numpy integrand g(t) -> (len(t), 1); the
     result's vectors as numpy arrays."""
     if backend == "gqref":
-        from gqref.refinement import integrate_adaptive
+        from gqref.refinement import integrate_panels
 
-        return integrate_adaptive(lambda groups, t: g(t)[:, None], panels, n_groups=1, dimension=1, **options)
-    from gqtorch.refinement import integrate_adaptive
+        return integrate_panels(lambda groups, t: g(t)[:, None], panels, n_groups=1, dimension=1, **options)
+    from gqtorch.refinement import integrate_panels
 
-    done = integrate_adaptive(lambda groups, t: torch.from_numpy(g(t)[:, None]), panels, n_groups=1, dimension=1,
+    done = integrate_panels(lambda groups, t: torch.from_numpy(g(t)[:, None]), panels, n_groups=1, dimension=1,
                               dtype=torch.float64, device="cpu", **options)
     return done.__class__(**{**done.__dict__, **{k: getattr(done, k).numpy()
                                                  for k in ("integral", "error", "error_sum", "roundoff")}})
@@ -372,7 +372,7 @@ BACKENDS = ["gqref", "gqtorch"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_integrate_adaptive_error_is_the_error_of_the_sum(backend):
+def test_integrate_panels_error_is_the_error_of_the_sum(backend):
     """(t − 1)^7 over the panels [0, 1] and [1, 2]: G3 misses each by the same amount with opposite signs (odd about
     1), K7 is exact (degree 11). E = |Σ_p (K_p − G_p)| cancels to roundoff; Σ_p |K_p − G_p| does not. With a
     tolerance between the two the first round stops (E is what is tested)."""
@@ -387,7 +387,7 @@ def test_integrate_adaptive_error_is_the_error_of_the_sum(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_integrate_adaptive_returns_gauss_bisects_and_reaches_tight_tolerances(backend):
+def test_integrate_panels_returns_gauss_bisects_and_reaches_tight_tolerances(backend):
     """t^6 on [0, 1] at rtol 1e-13: G3 on a panel of width h misses ∫t^6 by at most h^7/2800, so the run must bisect
     until the missed amount is ≤ 1e-13/7 (panels of width ≤ 1/64). The first round's nodes are the 7 Kronrod nodes
     of [0, 1], the second's those of [0, 1/2] and [1/2, 1] (bisection at the middle), and the result is Σ G, whose
@@ -409,7 +409,7 @@ def test_integrate_adaptive_returns_gauss_bisects_and_reaches_tight_tolerances(b
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_integrate_adaptive_budget_counts_refinement_nodes_only(backend):
+def test_integrate_panels_budget_counts_refinement_nodes_only(backend):
     """Twenty 7-node panels meet the tolerance in the first round (a cubic, exact for G3): their 140 nodes are not
     refinement nodes, so a budget of 10 does not stop them."""
     panels = [(0, k / 20.0, (k + 1) / 20.0) for k in range(20)]

@@ -92,7 +92,7 @@ T, C, A = "gqref/tableau.py", "gqref/controller.py", "gqref/adaptive.py"
 TA, TC, TG, TR, TP = "gqtorch/adaptive.py", "gqtorch/controller.py", "gqtorch/gq.py", "gqtorch/refinement.py", \
     "gqtorch/panels.py"
 Q, K, P, R, G, AD, RU, D = "gqref/quadrature.py", "gqref/kronrod.py", "gqref/panels.py", "gqref/refinement.py", \
-    "gqref/gq.py", "gqref/adjoint.py", "gqref/rules.py", "gqref/dopri5.py"
+    "gqref/gq.py", "gqref/adjoint.py", "gqref/rules.py", "gqref/runge_kutta.py"
 
 CATALOGUE = [
     # tableaux: one coefficient, node or weight of each adaptive pair, the dense-output basis
