@@ -325,7 +325,10 @@ def test_planted_equal_quadrature_weights_are_flagged(monkeypatch):
     assert gauss_legendre(3)[1][0] != 2.0 / 3  # the plant changes the weights
     flagged = _flagged(_verdicts(gqtorch.odeint_adjoint_gq, T.problems(), quadrature="interval"), "dL_dparams")
     assert flagged is not None
-    monkeypatch.undo()  # the same problem passes with the real weights: the plant, not the problem, failed
+    # the same problem passes with the real weights: the plant, not the problem, failed. Enough nodes (C = 10, up
+    # to 1000 per interval) that the paper's node budget (C = 0.1) is not what limits the control run: on some
+    # drawn problems that budget alone is 1e-4 off, which is why the library's default rule is "auto"
+    monkeypatch.undo()
     report = T.check_odeint(gqtorch.odeint_adjoint_gq, flagged, rtol=SOLVER_TOL, atol=SOLVER_TOL,
-                            quadrature="interval")
+                            quadrature="interval", gtol=10.0, max_nodes=1000)
     assert report.passed(CHECK_RTOL), report.describe(CHECK_RTOL)
