@@ -197,8 +197,8 @@ CATALOGUE = [
       "return h1, True, True", "torch_controller"),
     M("tctl-scale", TC, "swap", "scale = torch.add(atol, torch.maximum(y0_abs, y1_abs), alpha=rtol)",
       "scale = torch.add(atol, torch.minimum(y0_abs, y1_abs), alpha=rtol)", "torch_controller"),
-    M("tctl-block", TC, "constant", "weights[j, start:start + size] = 1.0 / size",
-      "weights[j, start:start + size] = 1.0 / (size + 1)", "torch_controller"),
+    M("tctl-block", TC, "constant", "weights[r, starts[j]:starts[j] + sizes[j]] = 1.0 / sizes[j]",
+      "weights[r, starts[j]:starts[j] + sizes[j]] = 1.0 / (sizes[j] + 1)", "torch_controller"),
     M("tctl-rms", TC, "drop", "return torch.linalg.vector_norm(x).mul_(1.0 / math.sqrt(x.numel()))",
       "return torch.linalg.vector_norm(x)", "torch_controller"),
     # quadrature: Gauß–Legendre, the node rule, Kronrod
@@ -252,7 +252,7 @@ CATALOGUE = [
       "ROUNDOFF_FLOOR = 1e4 * ROUNDOFF_ULPS * np.finfo(np.float64).eps", "refinement"),
     M("r-limit", R, "compare", "over = counts - first_round > max_refinement_nodes",
       "over = counts > max_refinement_nodes", "refinement"),
-    M("r-kronrod-n", R, "constant", "DEFAULT_KRONROD_N = 3", "DEFAULT_KRONROD_N = 4", "refinement"),
+    M("r-kronrod-n", R, "constant", "DEFAULT_KRONROD_N = STEP_NODES", "DEFAULT_KRONROD_N = STEP_NODES + 1", "refinement"),
     # GQ sweeps (gqref)
     M("g-step-nodes", RU, "constant", "STEP_NODES = 3", "STEP_NODES = 2", "gq"),
     M("g-paper-c", RU, "constant", "PAPER_C = 0.1", "PAPER_C = 0.2", "gq"),
