@@ -7,8 +7,10 @@ an entry point, so the same source runs compiled (for numba fields) or as plain 
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,6 +43,20 @@ def kernel(source: Callable) -> Kernel:
     directory: kernels compile once per process and field instead (seconds); fields themselves are cached.
     """
     return Kernel(python=source, compiled=numba.njit(**{**NUMBA_OPTIONS, "cache": False})(source))
+
+
+@cache
+def bind_field(compiled_kernel: Callable, f: Callable) -> Callable:
+    """``compiled_kernel`` with its first argument (a compiled field) fixed: ``bind_field(k, f)(*rest)`` is
+    ``k(f, *rest)``, compiled once per (kernel, field).
+
+    Why: numba types a function-valued argument in Python on every call (~10–20 µs, a dispatcher's type is built
+    anew each time), while arrays and numbers take its C fast path. Inside the closure the field is a constant.
+    """
+    names = ", ".join(list(inspect.signature(compiled_kernel.py_func).parameters)[1:])
+    namespace = {"kernel": compiled_kernel, "f": f}
+    exec(f"def bound({names}):\n    return kernel(f, {names})\n", namespace)
+    return njit_closure(namespace["bound"])
 
 
 def njit(function: Callable) -> Callable:

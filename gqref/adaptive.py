@@ -32,6 +32,7 @@ from gqref.records import INITIAL_RECORD_ROWS, ensure_rows
 from gqref.runge_kutta import NUDGE_STATE, combine, dopri5_step, one_ulp, rk_step
 
 DEFAULT_MAX_STEPS = 100_000
+NO_TIMES = np.empty(0)  # no step_t/jump_t (kernels only read it)
 # torchdiffeq's adaptive options, in the order its documentation lists them; "norm" is converted by each twin.
 ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "step_t", "jump_t", "safety", "ifactor", "dfactor",
                     "max_num_steps", "norm", "dtype")
@@ -61,7 +62,10 @@ class AdaptiveOptions:
 
     def solver_times(self, name: str, s0: float, direction: float) -> np.ndarray:
         """``step_t`` or ``jump_t`` in the solver variable s = direction·t: sorted, those before the start dropped."""
-        s = direction * np.asarray(getattr(self, name), dtype=np.float64)
+        times = getattr(self, name)
+        if not times:
+            return NO_TIMES  # the common case, without four numpy calls
+        s = direction * np.asarray(times, dtype=np.float64)
         return np.sort(s[s >= s0])
 
     def kernel_args(self, s0: float, direction: float) -> tuple:
@@ -236,8 +240,9 @@ def integrate_adaptive(f, p, y0, s_out, direction, rtol, atol, norm_kind, block_
             ratio = error_ratio(err, y, y1, rtol, atol, scale, norm_kind, block_id, n_blocks)
             accepted = accepts(kind, ratio) or (kind != SCIPY and dt <= min_step)
             if accepted:
-                combine(y_mid, y, k, b_mid, n_stages, dt)
-                interp_fit(coeffs, fit, y, y1, y_mid, k[0], k[last], dt)
+                if t_next >= target:  # only a step that an output time falls in needs its interpolant
+                    combine(y_mid, y, k, b_mid, n_stages, dt)
+                    interp_fit(coeffs, fit, y, y1, y_mid, k[0], k[last], dt)
                 if n_accepted == steps_ts.shape[0]:  # grow in place of a helper: returning arrays costs refcounts
                     steps_ts = ensure_rows(steps_ts, 2 * n_accepted)
                     steps_ys = ensure_rows(steps_ys, 2 * n_accepted)

@@ -25,7 +25,7 @@ from gqref.errors import NONFINITE_FIELD, SUCCESS, InputError, raise_for_status
 from gqref.field import VectorField, evaluate
 from gqref.interp import fit_matrix, interp_fit
 from gqref.runge_kutta import NUDGE_NONE, NUDGE_STATE, combine, one_ulp, rk_step
-from gqref.solve import Solution, StepMethod, prepare_field
+from gqref.solve import Solution, StepMethod, prepare_field, run_kernel
 from gqref.tableau import DOPRI5, float_tableau
 
 
@@ -133,9 +133,9 @@ def dense_output(field: VectorField, solution: Solution, params: np.ndarray) -> 
     jumps = solution.steps.jumps if solution.steps.jumps is not None else np.zeros(len(sizes), dtype=bool)
     tab = float_tableau(how.tableau)
     f, variant = prepare_field(field, y0, float(ts[0]), params)
-    status, coeffs, ends, nfe = getattr(REFIT, variant)(
-        f, params, direction, y0, starts, sizes, np.asarray(jumps, dtype=np.bool_), tab.a, tab.b, tab.c, tab.e,
-        tab.b_mid, how.tableau.fsal, NUDGE_STATE if how.nudged else NUDGE_NONE, fit_matrix())
+    status, coeffs, ends, nfe = run_kernel(
+        REFIT, variant, f, params, direction, y0, starts, sizes, np.asarray(jumps, dtype=np.bool_), tab.a,
+        tab.b, tab.c, tab.e, tab.b_mid, how.tableau.fsal, NUDGE_STATE if how.nudged else NUDGE_NONE, fit_matrix())
     raise_for_status(int(status), float(ts[0]), max_steps=len(sizes))
     if not np.array_equal(ends, solution.steps.ys.reshape(len(sizes), -1)):
         raise InputError(f"replaying the recorded steps does not reproduce them: dense_output needs the "

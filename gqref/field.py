@@ -2,7 +2,12 @@
 
 Conventions (shared by every gqref algorithm):
 
-- ``f(t, y, p) -> dy/dt`` with ``y`` the state and ``p`` a parameter array (empty when the field has none).
+- ``f(t, y, p) -> dy/dt`` with ``y`` the state and ``p`` a parameter array (empty when the field has none), or the
+  in-place form ``f(t, y, p, out)`` that writes dy/dt into ``out`` (detected: exactly four required positional
+  parameters). The in-place form lets a compiled solve run without allocating per evaluation; everywhere else
+  (VJPs by complex step, the augmented backward fields, Python callers of ``VectorField.f``) gqref calls it
+  through a returning wrapper, so ``VectorField.f`` is always ``f(t, y, p) -> dy/dt`` and ``VectorField.f_into``
+  keeps the in-place function.
 - ``vjp_t(t, y, p, a) -> a·∂f/∂t`` (a scalar), ``vjp_y(t, y, p, a) -> aᵀ∂f/∂y`` (shape of ``y``),
   ``vjp_p(t, y, p, a) -> aᵀ∂f/∂p`` (shape of ``p``). The solver needs only ``f``; the gradient methods use the VJPs.
 
@@ -12,13 +17,18 @@ otherwise the same algorithm runs as plain Python. Compiled fields see the state
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import lru_cache
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
-from gqref._numba import is_compiled, jitable
+from gqref._numba import is_compiled, jitable, njit_closure
 from gqref.errors import InputError, NonFiniteFieldError
 
 
@@ -31,12 +41,16 @@ class VectorField:
     vjp_y: Callable | None = None
     vjp_p: Callable | None = None
     name: str = ""
+    f_into: Callable | None = dataclass_field(default=None, repr=False)  # set from an in-place f, see the module
 
     def __post_init__(self):
-        for role in ("f", "vjp_t", "vjp_y", "vjp_p"):
+        for role in ("f", "vjp_t", "vjp_y", "vjp_p", "f_into"):
             function = getattr(self, role)
             if function is not None and not callable(function):
                 raise InputError(f"VectorField.{role} must be callable, got {type(function).__name__}")
+        if self.f_into is None and writes_into(self.f):
+            object.__setattr__(self, "f_into", self.f)  # frozen: set once, here
+            object.__setattr__(self, "f", returning_form(self.f))
 
     @property
     def compiled(self) -> bool:
@@ -97,16 +111,69 @@ def vjp_value(role: str, value, t, shape: tuple[int, ...]) -> np.ndarray:
     return out.astype(np.float64, copy=False).reshape(shape)
 
 
+def writes_into(function: Callable) -> bool:
+    """True for the in-place form ``f(t, y, p, out)``: exactly four required positional parameters."""
+    try:
+        parameters = inspect.signature(getattr(function, "py_func", function)).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the returning form
+        return False
+    if any(q.kind is inspect.Parameter.VAR_POSITIONAL for q in parameters):
+        return False
+    required = [q for q in parameters if q.default is inspect.Parameter.empty
+                and q.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return len(required) == 4
+
+
+@lru_cache(maxsize=256)
+def returning_form(f_into: Callable) -> Callable:
+    """``f(t, y, p) -> dy/dt`` around an in-place ``f_into(t, y, p, out)`` (compiled when it is).
+
+    The output takes y's dtype (complex when complex-stepped: gqref's complex-step VJPs pass complex t, y and p
+    together), or for a Python f the common type of y and p."""
+    if is_compiled(f_into):
+        def compiled(t, y, p):
+            out = np.empty_like(y)
+            f_into(t, y, p, out)
+            return out
+        return njit_closure(compiled)
+
+    def plain(t, y, p):
+        y = np.asarray(y)
+        out = np.empty(y.shape, dtype=np.result_type(y, np.asarray(p), np.float64))
+        f_into(t, y, p, out)
+        return out
+    return plain
+
+
+def call_into(f, t, y, p, out):
+    """out ← f(t, y, p) for a returning f (in Python; compiled, an in-place f is called with ``out``)."""
+    value = f(t, y, p)
+    for i in range(out.shape[0]):
+        out[i] = value[i]
+
+
+@overload(call_into, inline="always")
+def _call_into_compiled(f, t, y, p, out):
+    # decided at compile time from the field's own signature: the in-place form writes straight into out
+    if isinstance(f, types.Dispatcher) and writes_into(f.dispatcher.py_func):
+        def into(f, t, y, p, out):
+            f(t, y, p, out)
+        return into
+
+    def copy(f, t, y, p, out):
+        value = f(t, y, p)
+        for i in range(out.shape[0]):
+            out[i] = value[i]
+    return copy
+
+
 @jitable
 def evaluate(f, direction, s, y, p, out):
     """out ← direction·f(direction·s, y, p): the field in the solver's increasing time s = direction·t."""
-    value = f(direction * s, y, p)
-    if direction == 1.0:
+    call_into(f, direction * s, y, p, out)
+    if direction != 1.0:
         for i in range(out.shape[0]):
-            out[i] = value[i]
-    else:
-        for i in range(out.shape[0]):
-            out[i] = -value[i]
+            out[i] = -out[i]
 
 
 @jitable
@@ -172,7 +239,6 @@ def _complex_step_python(f: Callable) -> tuple[Callable, Callable, Callable]:
 
 def _complex_step_compiled(f: Callable) -> tuple[Callable, Callable, Callable]:
     """The same three VJPs as numba closures around a compiled f, so the gradient kernels stay compiled."""
-    from gqref._numba import njit_closure  # numba is imported by gqref anyway; local to keep the module light
 
     h = COMPLEX_STEP
 
@@ -286,7 +352,6 @@ def complete_vjps(field: VectorField, t0: float, y0: np.ndarray, params: np.ndar
         return field, sources
     probe_complex_step(field.f, t0, y0, params, time="vjp_t" in missing)
     derived = dict(zip(VJP_ROLES, _complex_step_vjps(field.f, field.compiled)))
-    replaced = VectorField(**{**{role: getattr(field, role) for role in ("f", *VJP_ROLES)},
-                              **{role: derived[role] for role in missing}}, name=field.name)
+    replaced = dataclasses.replace(field, **{role: derived[role] for role in missing})
     sources.update({role: "complex step" for role in missing})
     return replaced, sources

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gqref._numba import Kernel, bind_field
 from gqref.adaptive import ADAPTIVE, DEFAULT_MAX_STEPS, AdaptiveOptions, adaptive_options
 from gqref.arguments import count, finite_array, monotone_times, optional_positive_float, positive_float, tolerance
 from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY, Controller, ErrorNorm, as_controller, as_norm
@@ -103,13 +104,28 @@ def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndar
     if field.compiled:
         if y0.ndim != 1:
             raise InputError(f"a compiled field takes a 1-D state; got y0 of shape {y0.shape} (flatten it)")
-        probe = np.asarray(field.f(t0, y0, params))
-        if np.iscomplexobj(probe):
-            raise complex_output("f", probe.dtype, t0)
-        if probe.shape != y0.shape:
-            raise InputError(f"field.f returned shape {probe.shape} at t = {t0!r}; expected the state's {y0.shape}")
-        return field.f, "compiled"
+        if (field.f, y0.shape, y0.dtype, params.shape) not in _PROBED:
+            probe = np.asarray(field.f(t0, y0, params))
+            if np.iscomplexobj(probe):
+                raise complex_output("f", probe.dtype, t0)
+            if probe.shape != y0.shape:
+                raise InputError(f"field.f returned shape {probe.shape} at t = {t0!r}; expected the state's "
+                                 f"{y0.shape}")
+            _PROBED.add((field.f, y0.shape, y0.dtype, params.shape))
+        return field.f_into or field.f, "compiled"
     return flat_python_function(field.f, y0.shape, y0.dtype, "f"), "python"
+
+
+# (compiled f, state shape, state dtype, params shape) whose output passed prepare_field's shape and dtype check: a
+# compiled function's output type is fixed by its argument types, so one probe per signature suffices.
+_PROBED: set[tuple] = set()
+
+
+def run_kernel(kernel: Kernel, variant: str, f: Callable, *args):
+    """One of a kernel's two speeds on field ``f``; the compiled one with ``f`` bound in (see bind_field)."""
+    if variant == "compiled":
+        return bind_field(kernel.compiled, f)(*args)
+    return kernel.python(f, *args)
 
 
 def _options(options, method: str) -> tuple[AdaptiveOptions | None, dict]:
@@ -202,7 +218,8 @@ def solve(
     y0 = _state(y0)
     params = _params(params)
     rtol = positive_float("rtol", rtol)
-    atol_vec = np.broadcast_to(tolerance("atol", atol, y0.shape), (y0.size,)).copy()
+    atol = tolerance("atol", atol, y0.shape)
+    atol_vec = np.full(y0.size, atol) if isinstance(atol, float) else atol.copy()
     max_steps = count("max_steps", max_steps)
     flat = y0.reshape(-1)
 
@@ -229,10 +246,11 @@ def solve(
         min_step, max_step, step_t, jump_t = opts.kernel_args(float(s_out[0]), direction)
         tab = float_tableau(tableau)
         f, variant = prepare_field(field, y0, float(t_given[0]), params)
-        status, s_stop, ys, steps_ts, steps_ys, nfe, n_acc, n_rej = getattr(ADAPTIVE, variant)(
-            f, params, flat, s_out, direction, rtol, atol_vec, norm_kind, block_id, n_blocks, control.kind,
-            safety, ifactor, dfactor, tableau.order_low, -1.0 if first_step is None else first_step, max_steps,
-            tab.a, tab.b, tab.c, tab.e, tab.b_mid, tableau.fsal, fit_matrix(), min_step, max_step, step_t, jump_t,
+        status, s_stop, ys, steps_ts, steps_ys, nfe, n_acc, n_rej = run_kernel(
+            ADAPTIVE, variant, f, params, flat, s_out, direction, rtol, atol_vec, norm_kind, block_id, n_blocks,
+            control.kind, safety, ifactor, dfactor, tableau.order_low, -1.0 if first_step is None else first_step,
+            max_steps, tab.a, tab.b, tab.c, tab.e, tab.b_mid, tableau.fsal, fit_matrix(), min_step, max_step, step_t,
+            jump_t,
         )
         steps = Steps(ts=direction * steps_ts[:, 0], hs=direction * steps_ts[:, 1],
                       ys=steps_ys.reshape((-1, *y0.shape)), error_ratios=steps_ts[:, 2].copy(),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from fractions import Fraction as F
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class Tableau:
             raise ValueError(f"tableau {self.name!r} has no embedded method")
         return tuple(x - y for x, y in zip(self.b, self.b_low))
 
-    @property
+    @cached_property  # the comparison runs on Fractions (tens of µs), and solve asks on every call
     def fsal(self) -> bool:
         """First same as last: the last stage is evaluated at the propagated solution, so it is the next f0.
 

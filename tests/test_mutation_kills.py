@@ -416,3 +416,97 @@ def test_integrate_panels_budget_counts_refinement_nodes_only(backend):
     done = adaptive(backend, lambda t: t**3, panels, rtol=1e-10, atol=0.0, max_refinement_nodes=10)
     assert done.nodes == (140,) and done.rounds == 1
     assert done.integral[0] == pytest.approx(0.25, rel=1e-14, abs=0.0)
+
+
+# --- Hairer's initial step and scipy's minimum step, against the libraries themselves ---------------------------
+
+
+def _initial_step(kind: int, y0: np.ndarray, interval: float, rtol: float, atol: float) -> float:
+    """gqref's initial step (its Python form) for y' = y from t = 0, under the rms norm and dopri5's order 4."""
+    from gqref.controller import NORM_RMS, initial_step
+
+    def field(t, y, p):
+        return y.copy()
+
+    return initial_step(field, np.empty(0), 1.0, 0.0, y0, y0.copy(), rtol, np.full(y0.size, atol), 4, NORM_RMS,
+                        np.zeros(y0.size, dtype=np.int64), 1, interval, kind, np.empty_like(y0))
+
+
+# |y0|/atol spans the three branches of the d0, d1 test (< 1e-5: fixed 1e-6; 1e-5..1e-4 and 1: 0.01·d0/d1), and the
+# scipy cases a short interval where both of scipy's caps bind (h0 = 0.01 > 1e-3, then 100·h0 > 1e-3).
+@pytest.mark.parametrize("size", [3e-6, 5e-5, 1.0])
+def test_initial_step_equals_torchdiffeqs(size):
+    from torchdiffeq._impl.misc import _rms_norm, _select_initial_step
+
+    from gqref.controller import TORCHDIFFEQ
+
+    y0 = np.full(3, size)
+    theirs = float(_select_initial_step(lambda t, y: y, torch.tensor(0.0, dtype=torch.float64), torch.tensor(y0),
+                                        4, 1e-6, 1.0, _rms_norm))
+    # the same operations in a different summation order inside the norm: a few ulps at most
+    assert math.isclose(_initial_step(TORCHDIFFEQ, y0, 10.0, 1e-6, 1.0), theirs, rel_tol=1e-14)
+
+
+@pytest.mark.parametrize("size,interval", [(3e-6, 10.0), (5e-5, 10.0), (1.0, 10.0), (1.0, 1e-3)])
+def test_initial_step_equals_scipys(size, interval):
+    from scipy.integrate._ivp.common import select_initial_step
+
+    from gqref.controller import SCIPY
+
+    y0 = np.full(3, size)
+    theirs = select_initial_step(lambda t, y: y, 0.0, y0, interval, np.inf, y0.copy(), 1.0, 4, 1e-6, 1.0)
+    assert math.isclose(_initial_step(SCIPY, y0, interval, 1e-6, 1.0), theirs, rel_tol=1e-14)
+
+
+def test_scipy_controller_gives_up_where_scipy_does():
+    """At t ≈ 1e12 one ulp is 1.2e-4 and RK45's minimum step is 10 of them; y' = cos(20 (t − t0)) at tolerance 1e-8
+    asks for steps between the two, so scipy stops after a few steps ("Required step size is less than spacing
+    between numbers") and gqref's scipy controller must stop on the same step (a 1-ulp minimum would go on)."""
+    from scipy.integrate import solve_ivp
+
+    t0 = 1e12
+    ref = solve_ivp(lambda t, y: np.cos(20.0 * (t - t0)) + 0.0 * y, (t0, t0 + 0.5), [0.0], method="RK45",
+                    rtol=1e-8, atol=1e-8)
+    assert ref.status == -1 and "spacing" in ref.message and len(ref.t) > 2
+    with pytest.raises(gqref.errors.StepSizeUnderflowError) as failure:
+        gqref.solve(lambda t, y, p: np.cos(20.0 * (t - t0)) + 0.0 * y, np.array([0.0]), np.array([t0, t0 + 0.5]),
+                    rtol=1e-8, atol=1e-8, controller="scipy")
+    assert failure.value.t == ref.t[-1]  # times here lie on a grid of 1.2e-4: roundoff cannot move them
+
+
+# --- the adjoint's norm: its blocks and the seminorm's mask, seen in the backward step count ---------------------
+
+
+def _linear_adjoint_nfe(method: str) -> tuple[int, int]:
+    """(gqref's, torchdiffeq's) backward evaluations of the adjoint on y' = A y, the 4 entries of A the parameters.
+
+    dL/dA grows along the backward solve, so whether its block is in the norm changes the steps taken."""
+    A = np.array([[-0.3, 1.2], [-1.5, -0.1]])
+    y0, t = np.array([1.0, 0.5]), np.array([0.0, 1.0, 3.0])
+    dl_dy = np.array([[0.0, 0.0], [0.7, -0.2], [1.1, 0.4]])
+    ref = gqref.gradient(lambda t, y, p: p.reshape(2, 2) @ y, y0, t, A.ravel(), dl_dy, method=method, rtol=1e-6,
+                         atol=1e-8, t_grad=False)
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A = torch.nn.Parameter(torch.tensor(A))
+            self.calls = 0
+
+        def forward(self, t, y):
+            self.calls += 1
+            return self.A @ y
+
+    func = Linear()
+    options = {"norm": "seminorm"} if method == "seminorm" else None
+    ys = torchdiffeq.odeint_adjoint(func, torch.tensor(y0), torch.tensor(t), rtol=1e-6, atol=1e-8,
+                                    adjoint_options=options)
+    func.calls = 0
+    (ys * torch.tensor(dl_dy)).sum().backward()
+    return ref.diagnostics.nfe_backward, func.calls
+
+
+def test_adjoint_norms_take_torchdiffeqs_backward_steps():
+    full, semi = _linear_adjoint_nfe("adjoint"), _linear_adjoint_nfe("seminorm")
+    assert full[0] == full[1] and semi[0] == semi[1]
+    assert semi[0] < full[0]  # the problem sees the mask: leaving dL/dA out of the norm saves steps

@@ -252,7 +252,8 @@ CATALOGUE = [
       "ROUNDOFF_FLOOR = 1e4 * ROUNDOFF_ULPS * np.finfo(np.float64).eps", "refinement"),
     M("r-limit", R, "compare", "over = counts - first_round > max_refinement_nodes",
       "over = counts > max_refinement_nodes", "refinement"),
-    M("r-kronrod-n", R, "constant", "DEFAULT_KRONROD_N = STEP_NODES", "DEFAULT_KRONROD_N = STEP_NODES + 1", "refinement"),
+    M("r-kronrod-n", R, "constant", "DEFAULT_KRONROD_N = STEP_NODES", "DEFAULT_KRONROD_N = STEP_NODES + 1",
+      "refinement"),
     # GQ sweeps (gqref)
     M("g-step-nodes", RU, "constant", "STEP_NODES = 3", "STEP_NODES = 2", "gq"),
     M("g-paper-c", RU, "constant", "PAPER_C = 0.1", "PAPER_C = 0.2", "gq"),
