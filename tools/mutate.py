@@ -173,8 +173,8 @@ GROUPS = [  # (file, test group, {mutant id: entry}), in catalogue order
     ("gqref/runge_kutta.py", "controller", {
         "step-nudge": m("negate", "t_end_stage = one_ulp(t1, -np.inf, y0.itemsize == 4)",
             "t_end_stage = one_ulp(t1, np.inf, y0.itemsize == 4)"),
-        "step-err": m("swap", "acc += k[j, i] * (dt * e[j])\n        err[i] = acc\n    return -1\n\n\n# How",
-            "acc += k[j, i] * (dt * e[j - 1])\n        err[i] = acc\n    return -1\n\n\n# How"),
+        # the error estimate both steps share (was dopri5_step's own loop)
+        "step-err": m("swap", "acc += k[j, i] * (dt * e[j])\n", "acc += k[j, i] * (dt * e[j - 1])\n"),
     }),
     # gqtorch's loop and controller
     ("gqtorch/adaptive.py", "torch_controller", {
@@ -238,8 +238,12 @@ GROUPS = [  # (file, test group, {mutant id: entry}), in catalogue order
         "p-budget": m("compare", "over = np.flatnonzero(extra - first_round > max_nodes)",
             "over = np.flatnonzero(extra - first_round >= max_nodes)"),
         "p-reuse": m("compare", "done.worst <= REUSE_MARGIN", "done.worst <= 10 * REUSE_MARGIN"),
+    }),
+    ("gqref/refinement.py", "panels", {  # the split rule the auto rule shares (gqref.refinement.panels_to_split)
         "p-chosen": m("compare", "np.argmax(left <= SPLIT_BUDGET)) + 1 if np.any(left <= SPLIT_BUDGET)",
             "np.argmax(left <= SPLIT_BUDGET)) + 0 if np.any(left <= SPLIT_BUDGET)"),
+    }),
+    ("gqref/panels.py", "panels", {
         "p-width": m("constant", "return 2 * self.n + 1", "return 2 * self.n + 2"),
     }),
     # adaptive Gauß–Kronrod (gqref.refinement)
@@ -252,8 +256,8 @@ GROUPS = [  # (file, test group, {mutant id: entry}), in catalogue order
             "g_all, e_all = np.array(done_g) + np.array(done_d), np.abs(np.array(done_d))"),
         "r-floor": m("constant", "ROUNDOFF_FLOOR = ROUNDOFF_ULPS * np.finfo(np.float64).eps",
             "ROUNDOFF_FLOOR = 1e4 * ROUNDOFF_ULPS * np.finfo(np.float64).eps"),
-        "r-limit": m("compare", "over = counts - first_round > max_refinement_nodes",
-            "over = counts > max_refinement_nodes"),
+        "r-limit": m("compare", "over = self.nodes_used - self.first_round > self.max_refinement_nodes",
+            "over = self.nodes_used > self.max_refinement_nodes"),
         "r-kronrod-n": m("constant", "DEFAULT_KRONROD_N = STEP_NODES", "DEFAULT_KRONROD_N = STEP_NODES + 1"),
     }),
     # GQ sweeps (gqref)
@@ -264,7 +268,11 @@ GROUPS = [  # (file, test group, {mutant id: entry}), in catalogue order
     ("gqref/gq.py", "gq", {
         "g-orientation": m("negate", "orientation = np.sign(t[i] - t[i - 1])",
             "orientation = np.sign(t[i - 1] - t[i])"),
+    }),
+    ("gqref/dense.py", "gq", {  # the step panels both twins' GQ read (gqref.dense.step_panels)
         "g-clip": m("index", "ends[-1] = t[g]", "ends[-1] = t[g + 1]"),
+    }),
+    ("gqref/gq.py", "gq", {
         "g-reanchor": m("drop", "back.ys[-1][self.size:] + self.dL_dy[i - 1].ravel()", "back.ys[-1][self.size:]"),
         "g-incoming": m("negate", "self.dL_dt0 -= incoming", "self.dL_dt0 += incoming"),
         "g-step-half": m("arith", "    half = 0.5 * (hi - lo)\n    times = (0.5 * (lo + hi))[:, None]",
@@ -296,6 +304,7 @@ GROUPS = [  # (file, test group, {mutant id: entry}), in catalogue order
         "tr-floor": m("constant", "floor = ROUNDOFF_ULPS * torch.finfo(dtype).eps",
             "floor = 0.0 * torch.finfo(dtype).eps"),
         "tr-error": m("swap", "error = done_d.sum(dim=0).abs()", "error = done_d.abs().sum(dim=0)"),
+        # stale since the host side (panels, cuts) is gqref's PanelRounds for both twins: r-cut mutates it
         "tr-cut": m("constant", "            cut = 0.5 * (a + b)\n", "            cut = 0.4 * (a + b)\n"),
     }),
     ("gqtorch/panels.py", "torch_gq", {
