@@ -16,6 +16,7 @@ local interpolation error to the solution's own error; both are controlled only 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,43 @@ from gqref.solve import Solution, StepMethod, prepare_field, run_kernel
 from gqref.tableau import DOPRI5, float_tableau
 
 
+class StepLocator:
+    """The steps of a dense output, both twins': ``direction`` and the step boundaries ``starts`` (host float64, in
+    s = ``direction``·t), which a subclass holds."""
+
+    @property
+    def step_times(self) -> np.ndarray:
+        """The step boundaries in the caller's time t (the first is the solve's initial time)."""
+        return self.direction * self.starts
+
+    def locate(self, t) -> tuple[np.ndarray, np.ndarray]:
+        """(owning step, x in [0, 1]) for each time of ``t`` (1-D, anywhere within the steps), in float64.
+
+        The owner is the first step whose end is at or beyond the time (the solver's rule).
+        """
+        s = self.direction * np.asarray(t, dtype=np.float64).reshape(-1)
+        if s.size and (np.min(s) < self.starts[0] or np.max(s) > self.starts[-1]):
+            raise InputError(f"dense output covers t in [{self.step_times[0]!r}, {self.step_times[-1]!r}]; "
+                             f"asked for t outside it")
+        owner = np.minimum(np.searchsorted(self.starts[1:], s, side="left"), len(self.starts) - 2)
+        lo, hi = self.starts[owner], self.starts[owner + 1]
+        return owner, (s - lo) / (hi - lo)
+
+
+def step_panels(dense: Sequence[StepLocator], t) -> list[tuple[int, float, float]]:
+    """(interval, lo, hi) for every backward step, the last of each interval clipped at t_{i−1}:
+    ∫_{t_{i−1}}^{t_i} = Σ over its steps of ∫_lo^hi (lo on the t_{i−1} side). ``dense[g]`` is interval g's backward
+    solve and ``t[g]`` the time it runs towards; both twins' GQ step rules use this."""
+    panels = []
+    for g, d in enumerate(dense):
+        ends = d.step_times.copy()  # from t_i towards (and possibly past) t_{i−1}
+        ends[-1] = t[g]
+        panels += [(g, float(lo), float(hi)) for lo, hi in zip(ends[1:], ends[:-1])]
+    return panels
+
+
 @dataclass(frozen=True)
-class DenseOutput:
+class DenseOutput(StepLocator):
     """The piecewise-quartic continuous extension of a dopri5 solve.
 
     Time runs in the solver's increasing variable s = ``direction``·t. Step j covers [``starts[j]``,
@@ -43,24 +79,14 @@ class DenseOutput:
     coeffs: np.ndarray
     nfe: int
 
-    @property
-    def step_times(self) -> np.ndarray:
-        """The step boundaries in the caller's time t (the first is the solve's initial time)."""
-        return self.direction * self.starts
-
     def evaluate(self, t) -> np.ndarray:
         """States at the times ``t`` (1-D, anywhere within the steps), shape ``(len(t), n)``, one vectorised call.
 
-        Each time is read from the first step whose end is at or beyond it (the solver's rule), with the powers
-        accumulated in :func:`gqref.interp.interp_evaluate`'s order, so results equal the solver's bit for bit.
+        Each time is read from its :meth:`locate` step, with the powers accumulated in
+        :func:`gqref.interp.interp_evaluate`'s order, so results equal the solver's bit for bit.
         """
-        s = self.direction * np.asarray(t, dtype=np.float64).reshape(-1)
-        if s.size and (np.min(s) < self.starts[0] or np.max(s) > self.starts[-1]):
-            raise InputError(f"dense output covers t in [{self.step_times[0]!r}, {self.step_times[-1]!r}]; "
-                             f"asked for t outside it")
-        owner = np.minimum(np.searchsorted(self.starts[1:], s, side="left"), len(self.coeffs) - 1)
-        lo, hi = self.starts[owner], self.starts[owner + 1]
-        x = ((s - lo) / (hi - lo))[:, None]
+        owner, x = self.locate(t)
+        x = x[:, None]
         c = self.coeffs[owner]
         total = c[:, 0] + x * c[:, 1]
         x_power = x

@@ -53,7 +53,7 @@ import numpy as np
 
 from gqref.augmented import backward_dynamics, require_vjps
 from gqref.controller import ErrorNorm
-from gqref.dense import DenseOutput, dense_output
+from gqref.dense import DenseOutput, dense_output, step_panels
 from gqref.field import VectorField, vjp_value
 from gqref.panels import AUTO_CHECKS, NumpyPanelSums, first_round_counts, interval_panels, refine
 from gqref.quadrature import gauss_legendre, node_count
@@ -239,9 +239,9 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
     if dimension == 0:  # nothing to integrate (no parameters, no time gradient)
         integral, nodes_used, node_times = np.zeros(0), (0,) * len(dense), (np.empty(0),) * len(dense)
     elif isinstance(rule, StepRule):
-        integral, nodes_used, node_times = _step_rule(integrand, _step_panels(dense, t), len(dense), step_nodes)
+        integral, nodes_used, node_times = _step_rule(integrand, step_panels(dense, t), len(dense), step_nodes)
     elif isinstance(rule, AdaptiveRule):
-        result = integrate_panels(integrand, _step_panels(dense, t), n_groups=len(dense), dimension=dimension,
+        result = integrate_panels(integrand, step_panels(dense, t), n_groups=len(dense), dimension=dimension,
                                     rtol=rule.relative_tolerance(rtol, eps), atol=rule.atol, blocks=blocks,
                                     max_refinement_nodes=rule.max_nodes, n=kronrod_n)
         integral, nodes_used, node_times = result.integral, result.nodes, result.node_times
@@ -263,17 +263,6 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
                 "node_times": node_times, "quadrature_error": error, "quadrature_error_dt0": error_dt0,
                 "quadrature_met": met, "nfe_dense_replay": replay, "refinement": done}
     return sweep.state[size:].reshape(shape), integral[: params.size].copy(), dL_dt, counters
-
-
-def _step_panels(dense: list[DenseOutput], t: np.ndarray) -> list[tuple[int, float, float]]:
-    """(interval, lo, hi) for every backward step, the last of each interval clipped at t_{i−1}:
-    ∫_{t_{i−1}}^{t_i} = Σ over its steps of ∫_lo^hi (lo on the t_{i−1} side)."""
-    panels = []
-    for g, d in enumerate(dense):
-        ends = d.step_times.copy()  # from t_i towards (and possibly past) t_{i−1}
-        ends[-1] = t[g]
-        panels += [(g, float(lo), float(hi)) for lo, hi in zip(ends[1:], ends[:-1])]
-    return panels
 
 
 def _step_rule(integrand, panels: list[tuple[int, float, float]], n_groups: int,

@@ -58,7 +58,7 @@ import numpy as np
 from gqref.errors import NonFiniteFieldError, QuadratureAccuracyWarning
 from gqref.kronrod import gauss_kronrod
 from gqref.quadrature import node_count
-from gqref.refinement import SPLIT_BUDGET, QuadratureLimitError
+from gqref.refinement import QuadratureLimitError, panels_to_split
 from gqref.rules import FIRST_ROUND_MIN_NODES, PAPER_MAX_NODES, REUSE_MARGIN, ROUNDOFF_ULPS, STEP_NODES
 
 
@@ -192,7 +192,7 @@ def refine(sums: PanelSums, panels: list[Panel], *, n_groups: int, rtol: float, 
                                       float(pending[0].lo))
         if verdict.met:
             break
-        chosen = _chosen(verdict.shares)
+        chosen = panels_to_split(verdict.shares)
         children = [child for k in chosen for child in done[k].split()]
         extra = counts.copy()
         for p in children:
@@ -218,14 +218,6 @@ def refine(sums: PanelSums, panels: list[Panel], *, n_groups: int, rtol: float, 
     return Refinement(nodes=tuple(int(c) for c in counts),
                       node_times=tuple(np.concatenate(ts) if ts else np.empty(0) for ts in times),
                       panels=tuple(int(c) for c in per_group), rounds=rounds, met=met, worst=verdict.worst)
-
-
-def _chosen(shares: np.ndarray) -> list[int]:
-    """The panels to split: largest share first, until those left alone use at most SPLIT_BUDGET of the tolerance."""
-    order = np.argsort(-shares, kind="stable")
-    left = shares.sum() - np.cumsum(shares[order])  # what stays if the first k+1 are split
-    n_split = int(np.argmax(left <= SPLIT_BUDGET)) + 1 if np.any(left <= SPLIT_BUDGET) else len(order)
-    return sorted(order[:n_split].tolist())
 
 
 def tolerance_targets(integral: np.ndarray, roundoff: np.ndarray, rtol: float, atol: float,

@@ -118,6 +118,29 @@ def _logistic(x):
     return e / (1.0 + e)
 
 
+@jitable
+def _row_dot(acc, p, start, x, n):
+    """acc + Σ_j p[start + j]·x[j], summed in order from acc: one row of a row-major matrix stored in p, times x."""
+    for j in range(n):
+        acc = acc + p[start + j] * x[j]
+    return acc
+
+
+@jitable
+def _second_order(y, p, acceleration):
+    """[x′, x″] for a state y = [x, x′] of a second-order equation x″ = ``acceleration``."""
+    out = _zeros(2, y[0] + p[0])
+    out[0] = y[1]
+    out[1] = acceleration
+    return out
+
+
+@njit
+def _autonomous_vjp_t(t, y, p, a):
+    """aᵀ ∂f/∂t for every field below that does not read t."""
+    return 0.0
+
+
 # --- linear: y' = A y + b, p = [A.ravel() (row-major), b] -------------------------------------------------------
 
 
@@ -126,16 +149,8 @@ def _linear_f(t, y, p):
     n = y.shape[0]
     out = _zeros(n, y[0] + p[0])
     for i in range(n):
-        acc = p[n * n + i]
-        for j in range(n):
-            acc = acc + p[i * n + j] * y[j]
-        out[i] = acc
+        out[i] = _row_dot(p[n * n + i], p, i * n, y, n)
     return out
-
-
-@njit
-def _linear_vjp_t(t, y, p, a):
-    return 0.0
 
 
 @njit
@@ -161,7 +176,7 @@ def _linear_vjp_p(t, y, p, a):
     return out
 
 
-LINEAR_FIELD = VectorField(_linear_f, _linear_vjp_t, _linear_vjp_y, _linear_vjp_p, name="linear")
+LINEAR_FIELD = VectorField(_linear_f, _autonomous_vjp_t, _linear_vjp_y, _linear_vjp_p, name="linear")
 
 
 # --- forced linear: y' = A y + b·cos(ω t), p = [A.ravel() (row-major), b, ω] ---------------------------------------
@@ -173,10 +188,7 @@ def _forced_f(t, y, p):
     out = _zeros(n, t + y[0] + p[0])
     forcing = np.cos(p[n * n + n] * t)
     for i in range(n):
-        acc = p[n * n + i] * forcing
-        for j in range(n):
-            acc = acc + p[i * n + j] * y[j]
-        out[i] = acc
+        out[i] = _row_dot(p[n * n + i] * forcing, p, i * n, y, n)
     return out
 
 
@@ -213,8 +225,8 @@ FORCED_LINEAR_FIELD = VectorField(_forced_f, _forced_vjp_t, _linear_vjp_y, _forc
 # --- scale: y' = p0·y (the paper's toy, any state size) ----------------------------------------------------------
 
 
-@njit
-def _scale_f(t, y, p):
+@jitable  # compiled below, and inlined as the vjp_y
+def _scale(t, y, p):
     out = _zeros(y.shape[0], y[0] + p[0])
     for i in range(y.shape[0]):
         out[i] = p[0] * y[i]
@@ -222,16 +234,8 @@ def _scale_f(t, y, p):
 
 
 @njit
-def _scale_vjp_t(t, y, p, a):
-    return 0.0
-
-
-@njit
 def _scale_vjp_y(t, y, p, a):
-    out = _zeros(y.shape[0], a[0] + p[0])
-    for i in range(y.shape[0]):
-        out[i] = p[0] * a[i]
-    return out
+    return _scale(t, a, p)  # the field is linear in y: aᵀ ∂f/∂y = p0·a
 
 
 @njit
@@ -242,7 +246,7 @@ def _scale_vjp_p(t, y, p, a):
     return out
 
 
-SCALE_FIELD = VectorField(_scale_f, _scale_vjp_t, _scale_vjp_y, _scale_vjp_p, name="toy")
+SCALE_FIELD = VectorField(njit(_scale), _autonomous_vjp_t, _scale_vjp_y, _scale_vjp_p, name="toy")
 
 
 # --- harmonic oscillator: x'' = −ω² x − γ x', y = [x, x'], p = [ω, γ] -------------------------------------------
@@ -250,15 +254,7 @@ SCALE_FIELD = VectorField(_scale_f, _scale_vjp_t, _scale_vjp_y, _scale_vjp_p, na
 
 @njit
 def _oscillator_f(t, y, p):
-    out = _zeros(2, y[0] + p[0])
-    out[0] = y[1]
-    out[1] = -p[0] * p[0] * y[0] - p[1] * y[1]
-    return out
-
-
-@njit
-def _oscillator_vjp_t(t, y, p, a):
-    return 0.0
+    return _second_order(y, p, -p[0] * p[0] * y[0] - p[1] * y[1])
 
 
 @njit
@@ -277,15 +273,15 @@ def _oscillator_vjp_p(t, y, p, a):
     return out
 
 
-OSCILLATOR_FIELD = VectorField(_oscillator_f, _oscillator_vjp_t, _oscillator_vjp_y, _oscillator_vjp_p,
+OSCILLATOR_FIELD = VectorField(_oscillator_f, _autonomous_vjp_t, _oscillator_vjp_y, _oscillator_vjp_p,
                                name="harmonic_oscillator")
 
 
 # --- time-dependent scalar: y' = p0·cos(p1·t)·y (componentwise) --------------------------------------------------
 
 
-@njit
-def _cosine_f(t, y, p):
+@jitable  # compiled below, and inlined as the vjp_y
+def _cosine(t, y, p):
     out = _zeros(y.shape[0], t + y[0] + p[0])
     rate = p[0] * np.cos(p[1] * t)
     for i in range(y.shape[0]):
@@ -303,11 +299,7 @@ def _cosine_vjp_t(t, y, p, a):
 
 @njit
 def _cosine_vjp_y(t, y, p, a):
-    out = _zeros(y.shape[0], t + a[0] + p[0])
-    rate = p[0] * np.cos(p[1] * t)
-    for i in range(y.shape[0]):
-        out[i] = rate * a[i]
-    return out
+    return _cosine(t, a, p)  # the field is linear in y: aᵀ ∂f/∂y = p0·cos(p1·t)·a
 
 
 @njit
@@ -321,7 +313,7 @@ def _cosine_vjp_p(t, y, p, a):
     return out
 
 
-COSINE_FIELD = VectorField(_cosine_f, _cosine_vjp_t, _cosine_vjp_y, _cosine_vjp_p, name="time_dependent_scalar")
+COSINE_FIELD = VectorField(njit(_cosine), _cosine_vjp_t, _cosine_vjp_y, _cosine_vjp_p, name="time_dependent_scalar")
 
 
 # --- cubic spiral: y' = (y³) @ A, p = A.ravel() (row-major), f_j = Σ_k y_k³ A_kj ----------------------------------
@@ -336,11 +328,6 @@ def _cubic_f(t, y, p):
         for j in range(n):
             out[j] = out[j] + cube * p[k * n + j]
     return out
-
-
-@njit
-def _cubic_vjp_t(t, y, p, a):
-    return 0.0
 
 
 @njit
@@ -366,7 +353,7 @@ def _cubic_vjp_p(t, y, p, a):
     return out
 
 
-CUBIC_FIELD = VectorField(_cubic_f, _cubic_vjp_t, _cubic_vjp_y, _cubic_vjp_p, name="cubic_spiral")
+CUBIC_FIELD = VectorField(_cubic_f, _autonomous_vjp_t, _cubic_vjp_y, _cubic_vjp_p, name="cubic_spiral")
 
 
 # --- Lotka–Volterra: x' = αx − βxy, y' = δxy − γy, p = [α, β, δ, γ] -------------------------------------------------
@@ -379,11 +366,6 @@ def _lotka_f(t, y, p):
     out[0] = p[0] * y[0] - p[1] * xy
     out[1] = p[2] * xy - p[3] * y[1]
     return out
-
-
-@njit
-def _lotka_vjp_t(t, y, p, a):
-    return 0.0
 
 
 @njit
@@ -405,7 +387,7 @@ def _lotka_vjp_p(t, y, p, a):
     return out
 
 
-LOTKA_FIELD = VectorField(_lotka_f, _lotka_vjp_t, _lotka_vjp_y, _lotka_vjp_p, name="lotka_volterra")
+LOTKA_FIELD = VectorField(_lotka_f, _autonomous_vjp_t, _lotka_vjp_y, _lotka_vjp_p, name="lotka_volterra")
 
 
 # --- Van der Pol: x'' = μ(1 − x²)x' − x, y = [x, x'], p = [μ] -------------------------------------------------------
@@ -413,15 +395,7 @@ LOTKA_FIELD = VectorField(_lotka_f, _lotka_vjp_t, _lotka_vjp_y, _lotka_vjp_p, na
 
 @njit
 def _vdp_f(t, y, p):
-    out = _zeros(2, y[0] + p[0])
-    out[0] = y[1]
-    out[1] = p[0] * (1.0 - y[0] * y[0]) * y[1] - y[0]
-    return out
-
-
-@njit
-def _vdp_vjp_t(t, y, p, a):
-    return 0.0
+    return _second_order(y, p, p[0] * (1.0 - y[0] * y[0]) * y[1] - y[0])
 
 
 @njit
@@ -439,7 +413,7 @@ def _vdp_vjp_p(t, y, p, a):
     return out
 
 
-VAN_DER_POL_FIELD = VectorField(_vdp_f, _vdp_vjp_t, _vdp_vjp_y, _vdp_vjp_p, name="van_der_pol")
+VAN_DER_POL_FIELD = VectorField(_vdp_f, _autonomous_vjp_t, _vdp_vjp_y, _vdp_vjp_p, name="van_der_pol")
 
 
 # --- softplus MLP: f(t, y) = W2·softplus(W1·u + b1) + b2 with u = y or [y, t] -------------------------------------
@@ -449,21 +423,19 @@ VAN_DER_POL_FIELD = VectorField(_vdp_f, _vdp_vjp_t, _vdp_vjp_y, _vdp_vjp_p, name
 
 
 @jitable
-def _mlp_layout(s, n_params, time_dependent):
-    """(d_in, width); the blocks start at 0 (W1), width·d_in (b1), width·(d_in + 1) (W2), width·(d_in + 1 + s) (b2)."""
+def _mlp_layout(y, p, time_dependent):
+    """(s, d_in, width); blocks start at 0 (W1), width·d_in (b1), width·(d_in + 1) (W2), width·(d_in + 1 + s) (b2)."""
+    s = y.shape[0]
     d_in = s + 1 if time_dependent else s
-    return d_in, (n_params - s) // (d_in + 1 + s)
+    return s, d_in, (p.shape[0] - s) // (d_in + 1 + s)
 
 
 @jitable
 def _mlp_preactivation(t, y, p, time_dependent):
-    s = y.shape[0]
-    d_in, width = _mlp_layout(s, p.shape[0], time_dependent)
+    s, d_in, width = _mlp_layout(y, p, time_dependent)
     z = _zeros(width, t + y[0] + p[0])
     for k in range(width):
-        acc = p[width * d_in + k] + 0.0 * z[k]
-        for j in range(s):
-            acc = acc + p[k * d_in + j] * y[j]
+        acc = _row_dot(p[width * d_in + k] + 0.0 * z[k], p, k * d_in, y, s)
         if time_dependent:
             acc = acc + p[k * d_in + s] * t
         z[k] = acc
@@ -472,26 +444,21 @@ def _mlp_preactivation(t, y, p, time_dependent):
 
 @jitable
 def _mlp_forward(t, y, p, time_dependent):
-    s = y.shape[0]
-    d_in, width = _mlp_layout(s, p.shape[0], time_dependent)
+    s, d_in, width = _mlp_layout(y, p, time_dependent)
     z = _mlp_preactivation(t, y, p, time_dependent)
     h = _zeros(width, z[0])
     for k in range(width):
         h[k] = _softplus(z[k])
     out = _zeros(s, z[0])
     for i in range(s):
-        acc = p[width * (d_in + 1 + s) + i] + 0.0 * z[0]
-        for k in range(width):
-            acc = acc + p[width * (d_in + 1) + i * width + k] * h[k]
-        out[i] = acc
+        out[i] = _row_dot(p[width * (d_in + 1 + s) + i] + 0.0 * z[0], p, width * (d_in + 1) + i * width, h, width)
     return out
 
 
 @jitable
 def _mlp_hidden_cotangent(t, y, p, a, time_dependent):
     """gz = (W2ᵀ a) ⊙ softplus′(z): the cotangent of the pre-activation z, shared by every VJP."""
-    s = y.shape[0]
-    d_in, width = _mlp_layout(s, p.shape[0], time_dependent)
+    s, d_in, width = _mlp_layout(y, p, time_dependent)
     z = _mlp_preactivation(t, y, p, time_dependent)
     gz = _zeros(width, z[0] + a[0])
     for k in range(width):
@@ -506,8 +473,7 @@ def _mlp_hidden_cotangent(t, y, p, a, time_dependent):
 def _mlp_vjp_t(t, y, p, a, time_dependent):
     if not time_dependent:
         return 0.0 * (t + y[0] + p[0] + a[0])
-    s = y.shape[0]
-    d_in, width = _mlp_layout(s, p.shape[0], time_dependent)
+    s, d_in, width = _mlp_layout(y, p, time_dependent)
     gz = _mlp_hidden_cotangent(t, y, p, a, time_dependent)[1]
     acc = 0.0 * gz[0]
     for k in range(width):
@@ -517,8 +483,7 @@ def _mlp_vjp_t(t, y, p, a, time_dependent):
 
 @jitable
 def _mlp_vjp_y(t, y, p, a, time_dependent):
-    s = y.shape[0]
-    d_in, width = _mlp_layout(s, p.shape[0], time_dependent)
+    s, d_in, width = _mlp_layout(y, p, time_dependent)
     gz = _mlp_hidden_cotangent(t, y, p, a, time_dependent)[1]
     out = _zeros(s, gz[0])
     for j in range(s):
@@ -531,8 +496,7 @@ def _mlp_vjp_y(t, y, p, a, time_dependent):
 
 @jitable
 def _mlp_vjp_p(t, y, p, a, time_dependent):
-    s = y.shape[0]
-    d_in, width = _mlp_layout(s, p.shape[0], time_dependent)
+    s, d_in, width = _mlp_layout(y, p, time_dependent)
     z, gz = _mlp_hidden_cotangent(t, y, p, a, time_dependent)
     out = _zeros(p.shape[0], gz[0] + y[0])
     for k in range(width):
@@ -549,48 +513,31 @@ def _mlp_vjp_p(t, y, p, a, time_dependent):
     return out
 
 
-@njit
-def _mlp_f(t, y, p):
-    return _mlp_forward(t, y, p, False)
+def _mlp_field(time_dependent: bool, name: str) -> VectorField:
+    """The MLP field with ``time_dependent`` fixed at compile time; numba caches each version (the closed-over
+    flag is part of its cache key)."""
+
+    @njit
+    def f(t, y, p):
+        return _mlp_forward(t, y, p, time_dependent)
+
+    @njit
+    def vjp_t(t, y, p, a):
+        return _mlp_vjp_t(t, y, p, a, time_dependent)
+
+    @njit
+    def vjp_y(t, y, p, a):
+        return _mlp_vjp_y(t, y, p, a, time_dependent)
+
+    @njit
+    def vjp_p(t, y, p, a):
+        return _mlp_vjp_p(t, y, p, a, time_dependent)
+
+    return VectorField(f, vjp_t, vjp_y, vjp_p, name=name)
 
 
-@njit
-def _mlp_vjp_t_auto(t, y, p, a):
-    return _mlp_vjp_t(t, y, p, a, False)
-
-
-@njit
-def _mlp_vjp_y_auto(t, y, p, a):
-    return _mlp_vjp_y(t, y, p, a, False)
-
-
-@njit
-def _mlp_vjp_p_auto(t, y, p, a):
-    return _mlp_vjp_p(t, y, p, a, False)
-
-
-@njit
-def _mlp_t_f(t, y, p):
-    return _mlp_forward(t, y, p, True)
-
-
-@njit
-def _mlp_t_vjp_t(t, y, p, a):
-    return _mlp_vjp_t(t, y, p, a, True)
-
-
-@njit
-def _mlp_t_vjp_y(t, y, p, a):
-    return _mlp_vjp_y(t, y, p, a, True)
-
-
-@njit
-def _mlp_t_vjp_p(t, y, p, a):
-    return _mlp_vjp_p(t, y, p, a, True)
-
-
-MLP_FIELD = VectorField(_mlp_f, _mlp_vjp_t_auto, _mlp_vjp_y_auto, _mlp_vjp_p_auto, name="mlp")
-MLP_TIME_FIELD = VectorField(_mlp_t_f, _mlp_t_vjp_t, _mlp_t_vjp_y, _mlp_t_vjp_p, name="mlp_time_dependent")
+MLP_FIELD = _mlp_field(False, "mlp")
+MLP_TIME_FIELD = _mlp_field(True, "mlp_time_dependent")
 
 
 # ---------------------------------------------------------------------------------------------------------------

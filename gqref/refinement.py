@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS, STEP_NODES
 
 DEFAULT_KRONROD_N = STEP_NODES  # G3/K7 panels: G3 is GQ's step rule (see gqref.gq)
 ROUNDOFF_FLOOR = ROUNDOFF_ULPS * np.finfo(np.float64).eps
+_Vector = TypeVar("_Vector")  # the result's per-component vectors: np.ndarray (gqref) or torch.Tensor (gqtorch)
 SPLIT_BUDGET = 0.5  # after a round's splits, the panels left alone use at most this share of the tolerance
 
 
@@ -52,8 +54,8 @@ class QuadratureLimitError(GQError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class AdaptiveQuadrature:
-    """The result of :func:`integrate_panels`.
+class AdaptiveQuadrature(Generic[_Vector]):
+    """The result of :func:`integrate_panels` (and of gqtorch's twin, whose vectors are device tensors).
 
     ``integral`` (D,) is Σ of the final panels' Gauß sums; ``error`` (D,) its estimated error |Σ_p (K_p − G_p)|
     per component and ``error_sum`` (D,) the cancellation-free Σ_p |K_p − G_p|; ``roundoff`` (D,) the floor ρ;
@@ -61,10 +63,10 @@ class AdaptiveQuadrature:
     ``node_times[g]`` those nodes; ``panels`` the final panel count per group; ``rounds`` the evaluation rounds.
     """
 
-    integral: np.ndarray
-    error: np.ndarray
-    error_sum: np.ndarray
-    roundoff: np.ndarray
+    integral: _Vector
+    error: _Vector
+    error_sum: _Vector
+    roundoff: _Vector
     nodes: tuple[int, ...]
     node_times: tuple[np.ndarray, ...]
     panels: tuple[int, ...]
@@ -82,7 +84,7 @@ def integrate_panels(
     blocks: Sequence[slice] | None = None,
     max_refinement_nodes: int = REFINEMENT_MAX_NODES,
     n: int = DEFAULT_KRONROD_N,
-) -> AdaptiveQuadrature:
+) -> AdaptiveQuadrature[np.ndarray]:
     """Σ over ``panels`` (group, lo, hi) of ∫_lo^hi g(t) dt, refined until the estimated error meets the tolerance.
 
     ``integrand(groups, times) -> (len(times), dimension)`` evaluates g at a batch of nodes (``groups[k]`` says
@@ -94,47 +96,23 @@ def integrate_panels(
         raise InputError("integrate_panels needs at least one panel")
     blocks = [slice(0, dimension)] if blocks is None else list(blocks)
     x_ref, wk_ref, wg_ref = gauss_kronrod(n)
-    width = x_ref.size
-    pending = [(int(g), float(lo), float(hi)) for g, lo, hi in panels]
-    done_panels: list[tuple[int, float, float]] = []
+    book = PanelRounds(panels, n_groups, x_ref, max_refinement_nodes, rtol, atol)
     done_g, done_d, done_abs = [], [], []  # per kept panel: G (D,), K − G (D,), Σ|w·g| (D,)
-    counts = np.zeros(n_groups, dtype=np.int64)
-    first_round = width * np.bincount(np.array([p[0] for p in pending], dtype=np.int64), minlength=n_groups)
-    times_by_group: list[list[np.ndarray]] = [[] for _ in range(n_groups)]
-    rounds = 0
     while True:
-        groups = np.array([p[0] for p in pending], dtype=np.int64)
-        lo = np.array([p[1] for p in pending])
-        hi = np.array([p[2] for p in pending])
-        counts += width * np.bincount(groups, minlength=n_groups)
-        over = counts - first_round > max_refinement_nodes
-        if np.any(over):
-            g = int(np.argmax(over))
-            raise QuadratureLimitError(
-                f"adaptive quadrature would evaluate more than max_nodes = {max_refinement_nodes} refinement nodes "
-                f"in group {g} (GQ: the interval [t_{g}, t_{g + 1}]) to reach rtol = {rtol:g}, atol = {atol:g} "
-                f"({rounds} rounds so far): "
-                "the integrand may be non-smooth there, or the tolerance far below what it needs; raise max_nodes "
-                "or loosen the tolerance"
-            )
-        half = 0.5 * (hi - lo)
-        times = 0.5 * (lo + hi)[:, None] + half[:, None] * x_ref[None, :]
-        for g, row in zip(groups, times):
-            times_by_group[g].append(row)
+        groups, half, times = book.nodes()
         # all nodes of the round at once (the batched call a twin makes)
-        values = np.asarray(integrand(np.repeat(groups, width), times.reshape(-1)), dtype=np.float64)
+        values = np.asarray(integrand(np.repeat(groups, book.width), times.reshape(-1)), dtype=np.float64)
         if not np.all(np.isfinite(values)):
             bad = float(times.reshape(-1)[int(np.argmax(~np.isfinite(values).all(axis=1)))])
             raise NonFiniteFieldError(f"the quadrature's integrand is not finite (NaN or inf) at t = {bad!r}", bad)
-        values = values.reshape(len(pending), width, dimension)
+        values = values.reshape(len(groups), book.width, dimension)
         gauss = np.einsum("pk,pkd->pd", half[:, None] * wg_ref[None, :], values)
         kronrod = np.einsum("pk,pkd->pd", half[:, None] * wk_ref[None, :], values)
         absolute = np.einsum("pk,pkd->pd", np.abs(half)[:, None] * wk_ref[None, :], np.abs(values))
-        done_panels += pending
+        book.evaluated()
         done_g += list(gauss)
         done_d += list(kronrod - gauss)
         done_abs += list(absolute)
-        rounds += 1
         g_all, e_all = np.array(done_g), np.abs(np.array(done_d))
         integral, error = g_all.sum(axis=0), np.abs(np.array(done_d).sum(axis=0))
         roundoff = ROUNDOFF_FLOOR * np.array(done_abs).sum(axis=0)
@@ -147,23 +125,84 @@ def integrate_panels(
         # scaled error of each panel: its share of the tolerance in its worst component
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(e_all > 0, e_all / np.where(target > 0, target, np.inf), 0.0)
-        share = np.where(np.isfinite(share), share, np.inf).max(axis=1)
-        order = np.argsort(-share, kind="stable")
-        left = share.sum() - np.cumsum(share[order])  # what stays if the first k+1 are split
-        n_split = int(np.argmax(left <= SPLIT_BUDGET)) + 1 if np.any(left <= SPLIT_BUDGET) else len(order)
-        chosen = set(order[:n_split].tolist())
-        pending = []
-        for index in sorted(chosen):
-            g, a, b = done_panels[index]
-            cut = 0.5 * (a + b)
-            pending += [(g, a, cut), (g, cut, b)]
-        keep = [k for k in range(len(done_panels)) if k not in chosen]
-        done_panels = [done_panels[k] for k in keep]
+        keep = book.split(np.where(np.isfinite(share), share, np.inf).max(axis=1))
         done_g = [done_g[k] for k in keep]
         done_d = [done_d[k] for k in keep]
         done_abs = [done_abs[k] for k in keep]
-    panel_counts = np.bincount(np.array([p[0] for p in done_panels]), minlength=n_groups)
-    node_times = tuple(np.concatenate(ts) if ts else np.empty(0) for ts in times_by_group)
     return AdaptiveQuadrature(integral=integral, error=error, error_sum=e_all.sum(axis=0), roundoff=roundoff,
-                              nodes=tuple(int(c) for c in counts), node_times=node_times,
-                              panels=tuple(int(c) for c in panel_counts), rounds=rounds)
+                              **book.counts())
+
+
+def panels_to_split(share: np.ndarray) -> list[int]:
+    """The panels to split, in index order: largest scaled error ``share`` first, until those left alone use at most
+    ``SPLIT_BUDGET`` of the tolerance (at least one, the largest). Also the auto rule's (:mod:`gqref.panels`)."""
+    order = np.argsort(-share, kind="stable")
+    left = share.sum() - np.cumsum(share[order])  # what stays if the first k+1 are split
+    n_split = int(np.argmax(left <= SPLIT_BUDGET)) + 1 if np.any(left <= SPLIT_BUDGET) else len(order)
+    return sorted(order[:n_split].tolist())
+
+
+class PanelRounds:
+    """The host side of :func:`integrate_panels`, the same for gqtorch's twin (all float64 numpy): the pending and
+    the kept panels, the nodes evaluated per group and their times, the node limit and the split rule (steps 1 and
+    4 of the module docstring). The twins keep the panel sums, the error test and the scaled errors themselves."""
+
+    def __init__(self, panels: Sequence[tuple[int, float, float]], n_groups: int, x_ref: np.ndarray,
+                 max_refinement_nodes: int, rtol: float, atol: float):
+        self.x_ref, self.width, self.n_groups = x_ref, x_ref.size, n_groups
+        self.max_refinement_nodes, self.rtol, self.atol = max_refinement_nodes, rtol, atol
+        self.pending = [(int(g), float(lo), float(hi)) for g, lo, hi in panels]
+        self.done: list[tuple[int, float, float]] = []
+        self.nodes_used = np.zeros(n_groups, dtype=np.int64)
+        self.first_round = self.width * np.bincount(np.array([p[0] for p in self.pending], dtype=np.int64),
+                                                    minlength=n_groups)
+        self.times_by_group: list[list[np.ndarray]] = [[] for _ in range(n_groups)]
+        self.rounds = 0
+
+    def nodes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pending panels' groups (P,), half-widths (P,) and node times (P, width), counted and recorded;
+        :class:`QuadratureLimitError` when a group's refinement would pass ``max_refinement_nodes``."""
+        groups = np.array([p[0] for p in self.pending], dtype=np.int64)
+        lo = np.array([p[1] for p in self.pending])
+        hi = np.array([p[2] for p in self.pending])
+        self.nodes_used += self.width * np.bincount(groups, minlength=self.n_groups)
+        over = self.nodes_used - self.first_round > self.max_refinement_nodes
+        if np.any(over):
+            g = int(np.argmax(over))
+            raise QuadratureLimitError(
+                f"adaptive quadrature would evaluate more than max_nodes = {self.max_refinement_nodes} refinement "
+                f"nodes in group {g} (GQ: the interval [t_{g}, t_{g + 1}]) to reach rtol = {self.rtol:g}, "
+                f"atol = {self.atol:g} ({self.rounds} rounds so far): "
+                "the integrand may be non-smooth there, or the tolerance far below what it needs; raise max_nodes "
+                "or loosen the tolerance"
+            )
+        half = 0.5 * (hi - lo)
+        times = 0.5 * (lo + hi)[:, None] + half[:, None] * self.x_ref[None, :]
+        for g, row in zip(groups, times):
+            self.times_by_group[g].append(row)
+        return groups, half, times
+
+    def evaluated(self) -> None:
+        """The pending panels' sums are in: they join the kept panels (their sums appended in the same order)."""
+        self.done += self.pending
+        self.rounds += 1
+
+    def split(self, share: np.ndarray) -> list[int]:
+        """Bisect the kept panels :func:`panels_to_split` picks by their scaled errors ``share`` (P,); the halves are
+        the next round's panels. Returns the indices of the panels kept (whose sums the caller keeps, in order)."""
+        chosen = panels_to_split(share)
+        self.pending = []
+        for index in chosen:
+            g, a, b = self.done[index]
+            cut = 0.5 * (a + b)
+            self.pending += [(g, a, cut), (g, cut, b)]
+        keep = sorted(set(range(len(self.done))) - set(chosen))
+        self.done = [self.done[k] for k in keep]
+        return keep
+
+    def counts(self) -> dict:
+        """The result's ``nodes``, ``node_times``, ``panels`` and ``rounds``."""
+        panel_counts = np.bincount(np.array([p[0] for p in self.done]), minlength=self.n_groups)
+        return dict(nodes=tuple(int(c) for c in self.nodes_used),
+                    node_times=tuple(np.concatenate(ts) if ts else np.empty(0) for ts in self.times_by_group),
+                    panels=tuple(int(c) for c in panel_counts), rounds=self.rounds)

@@ -40,6 +40,16 @@ def rk_stages(f, p, direction, t0, dt, y0, k, y_stage, a, c, first):
 
 
 @jitable
+def embedded_error(err, k, dt, e, n_stages, n):
+    """``err[:n] = Σ_j k_j·(dt·e_j)`` over the first ``n_stages`` stages: an embedded pair's error estimate."""
+    for i in range(n):
+        acc = 0.0
+        for j in range(n_stages):
+            acc += k[j, i] * (dt * e[j])
+        err[i] = acc
+
+
+@jitable
 def dopri5_step(f, p, direction, t0, dt, y0, k, y1, err, a, c, e):
     """A Dormand–Prince step from (t0, y0) with ``k[0] = f(t0, y0)`` given (FSAL).
 
@@ -49,12 +59,7 @@ def dopri5_step(f, p, direction, t0, dt, y0, k, y1, err, a, c, e):
     failed = rk_stages(f, p, direction, t0, dt, y0, k, y1, a, c, 1)
     if failed >= 0:
         return failed
-    n_stages = c.shape[0]
-    for i in range(y0.shape[0]):
-        acc = 0.0
-        for j in range(n_stages):
-            acc += k[j, i] * (dt * e[j])
-        err[i] = acc
+    embedded_error(err, k, dt, e, c.shape[0], y0.shape[0])
     return -1
 
 
@@ -98,9 +103,5 @@ def rk_step(f, p, direction, t0, dt, t1, y0, k, y1, err, a, b, c, e, fsal, nudge
             return s
     if not fsal:
         combine(y1, y0, k, b, n_stages, dt)
-    for i in range(y0.shape[0]):
-        acc = 0.0
-        for j in range(n_stages):
-            acc += k[j, i] * (dt * e[j])
-        err[i] = acc
+    embedded_error(err, k, dt, e, n_stages, y0.shape[0])
     return -1

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
+from gqref.dense import StepLocator
 from gqref.errors import InputError
 
 
 @dataclass(frozen=True)
-class DenseOutput:
+class DenseOutput(StepLocator):
     """The piecewise-quartic continuous extension of one adaptive solve.
 
     Step j covers [``starts[j]``, ``starts[j + 1]``] in s = ``direction``·t and ``coeffs[j, k]`` is the coefficient
@@ -32,26 +33,9 @@ class DenseOutput:
     starts: np.ndarray
     coeffs: torch.Tensor
 
-    @property
-    def step_times(self) -> np.ndarray:
-        """The step boundaries in the caller's time t (the first is the solve's initial time)."""
-        return self.direction * self.starts
-
-    def locate(self, t) -> tuple[np.ndarray, np.ndarray]:
-        """(owning step, x in [0, 1]) for each time of ``t``, host float64 arithmetic exactly as gqref's.
-
-        The owner is the first step whose end is at or beyond the time (the solver's rule).
-        """
-        s = self.direction * np.asarray(t, dtype=np.float64).reshape(-1)
-        if s.size and (np.min(s) < self.starts[0] or np.max(s) > self.starts[-1]):
-            raise InputError(f"dense output covers t in [{self.step_times[0]!r}, {self.step_times[-1]!r}]; "
-                             f"asked for t outside it")
-        owner = np.minimum(np.searchsorted(self.starts[1:], s, side="left"), len(self.starts) - 2)
-        lo, hi = self.starts[owner], self.starts[owner + 1]
-        return owner, (s - lo) / (hi - lo)
-
     def evaluate(self, t) -> torch.Tensor:
-        """States at the times ``t`` (1-D), shape ``(len(t), n)``."""
+        """States at the times ``t`` (1-D), shape ``(len(t), n)``; ``step_times`` and ``locate`` (host float64,
+        the same arithmetic) are gqref's."""
         owner, x = self.locate(t)
         return evaluate_quartics(self.coeffs, owner, x)
 

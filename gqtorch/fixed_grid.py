@@ -7,7 +7,7 @@ Entry points (the caller validates and flattens; time inside is the increasing s
 - :data:`FIXED_METHODS`, :data:`FIXED_OPTIONS` (method → accepted option names), :func:`fixed_options`
   (method, options dict) → :class:`~gqref.fixed_grid.FixedOptions` (frozen; InputError naming a bad option).
 - :func:`solve_fixed` (field, y0, s_out, direction, method, opts, rtol, atol, callbacks, grid_args) →
-  :class:`FixedSolve` (status, s_stop, ys, nfe, n_steps). ``field(t, y)``: a 0-d time tensor (caller's time,
+  :class:`FixedResult` (status, s_stop, ys, nfe, n_steps). ``field(t, y)``: a 0-d time tensor (caller's time,
   the state's dtype) and the flat state → the flat derivative, with ``field.split(y)`` giving the caller's layout
   (read only to pass y0 to ``callbacks.step``). ``atol``: flat, the state's dtype. ``grid_args = (func, y0, t)``
   (the caller's func, y0 in its own layout, the output-times tensor) is what ``options['grid_constructor']`` is
@@ -60,8 +60,8 @@ from gqtorch.adams import AdamsStepper
 from gqtorch.arguments import host_scalar
 from gqtorch.steps import NO_CALLBACKS, AcceptedStep, Callbacks
 
-__all__ = ["FIXED_METHODS", "FIXED_OPTIONS", "SUPPORTED_CALLBACKS", "FixedOptions", "FixedSolve", "Tally", "event_grid",
-           "fixed_callbacks", "fixed_options", "fixed_steps", "solve_fixed", "step_size_grid",
+__all__ = ["FIXED_METHODS", "FIXED_OPTIONS", "SUPPORTED_CALLBACKS", "FixedOptions", "FixedResult", "Tally",
+           "event_grid", "fixed_callbacks", "fixed_options", "fixed_steps", "solve_fixed", "step_size_grid",
            "torch_grid"]
 
 
@@ -312,7 +312,7 @@ def _interpolant(evaluate: _Evaluator, opts: FixedOptions, direction: float, st:
     return state_at
 
 
-class FixedSolve(NamedTuple):
+class FixedResult(NamedTuple):
     """What :func:`solve_fixed` returns; ``ys`` is None unless status is SUCCESS."""
 
     status: int
@@ -324,7 +324,7 @@ class FixedSolve(NamedTuple):
 
 def solve_fixed(field: Callable, y0: torch.Tensor, s_out: list[float], direction: float, method: str,
                 opts: FixedOptions, rtol: float, atol: torch.Tensor, callbacks: Callbacks = NO_CALLBACKS,
-                grid_args: tuple | None = None) -> FixedSolve:
+                grid_args: tuple | None = None) -> FixedResult:
     """Solve on the fixed grid and return the state at every output time (rows, flat).
 
     ``s_out`` are the increasing solver times of the outputs; rtol/atol (flat, the state's dtype) steer
@@ -341,7 +341,7 @@ def solve_fixed(field: Callable, y0: torch.Tensor, s_out: list[float], direction
 
 def _solve_on_grid(field: Callable, y0: torch.Tensor, s_out: list[float], grid: list[float], direction: float,
                    method: str, opts: FixedOptions, rtol: float, atol: torch.Tensor, callbacks: Callbacks,
-                   check: bool) -> FixedSolve:
+                   check: bool) -> FixedResult:
     tally = Tally()
     evaluate = _Evaluator(field, direction, y0, opts.perturb, tally, check=check)
     n_out = len(s_out)
@@ -363,10 +363,10 @@ def _solve_on_grid(field: Callable, y0: torch.Tensor, s_out: list[float], grid: 
         with torch.no_grad():  # the solve's one host transfer: NaN/inf in any stage reaches the state
             finite = bool(torch.isfinite(ys).all()) and bool(torch.isfinite(y_last).all())
         if finite:
-            return FixedSolve(SUCCESS, grid[-1], ys, tally.nfe, tally.n_steps)
-        return FixedSolve(NONFINITE_FIELD, grid[0], None, tally.nfe, 0)  # located by the checked re-run
+            return FixedResult(SUCCESS, grid[-1], ys, tally.nfe, tally.n_steps)
+        return FixedResult(NONFINITE_FIELD, grid[0], None, tally.nfe, 0)  # located by the checked re-run
     status, s_bad, steps_before = tally.status()
     if status != SUCCESS:
-        return FixedSolve(status, s_bad, None, tally.nfe, steps_before)
+        return FixedResult(status, s_bad, None, tally.nfe, steps_before)
     # finite in every evaluation yet not in the state: overflow of the state itself
-    return FixedSolve(NONFINITE_FIELD, grid[-1], None, tally.nfe, tally.n_steps)
+    return FixedResult(NONFINITE_FIELD, grid[-1], None, tally.nfe, tally.n_steps)

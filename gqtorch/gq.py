@@ -32,6 +32,7 @@ import torch
 
 from gqref.arguments import flag
 from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
+from gqref.dense import step_panels
 from gqref.errors import InputError, NonFiniteFieldError
 from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
 from gqref.refinement import DEFAULT_KRONROD_N
@@ -311,17 +312,6 @@ def _record_errors(stats: GradientStats, param_errors: list[torch.Tensor], time_
     errors = torch.stack((error_max, error_max if time_error is None else time_error.reshape(()))).tolist()
     stats.quadrature_error = errors[0]
     stats.quadrature_error_dt0 = None if time_error is None else errors[1]
-
-
-def step_panels(dense: list[DenseOutput], t: list[float]) -> list[tuple[int, float, float]]:
-    """(interval, lo, hi) for every backward step, the last of each interval clipped at t_{i−1} (gqref's
-    ``_step_panels``): ∫_{t_{i−1}}^{t_i} = Σ over its steps of ∫_lo^hi, lo on the t_{i−1} side."""
-    panels = []
-    for g, d in enumerate(dense):
-        ends = d.step_times.copy()  # from t_i towards (and possibly past) t_{i−1}
-        ends[-1] = t[g]
-        panels += [(g, float(lo), float(hi)) for lo, hi in zip(ends[1:], ends[:-1])]
-    return panels
 
 
 def _step_rule(field: FlatField, reader: DenseReader, panels: list[tuple[int, float, float]], n_groups: int,

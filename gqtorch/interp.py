@@ -7,16 +7,27 @@ matrix products; evaluating any number of times in one step is one more.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import torch
 
-from gqtorch.tableau import interp_fit_matrix
+from gqref.tableau import INTERP_FIT_FLOAT
+
+
+@cache
+def _fit_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(INTERP_FIT_FLOAT, dtype=dtype, device=device)
+
+
+def fit_matrix(dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """gqref's 5 × 5 quartic fit matrix (row k: the coefficient of x**k in the basis [y0, y1, y_mid, dt·f0, dt·f1])."""
+    return _fit_matrix(dtype, torch.device(device))
 
 
 def interp_fit(y0: torch.Tensor, y1: torch.Tensor, y_mid: torch.Tensor, f0: torch.Tensor, f1: torch.Tensor,
                dt: float) -> torch.Tensor:
     """The coefficients from the basis [y0, y1, y_mid, dt·f0, dt·f1] (gqref's fit matrix)."""
-    fit = interp_fit_matrix(y0.dtype, y0.device)
+    fit = fit_matrix(y0.dtype, y0.device)
     values = torch.mm(fit[:, :3], torch.stack((y0, y1, y_mid)))
     return torch.addmm(values, fit[:, 3:], torch.stack((f0, f1)), alpha=dt)
 

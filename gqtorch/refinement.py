@@ -17,41 +17,19 @@ The roundoff floor uses the ε of the integrand's dtype (gqref: float64's).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from gqref.errors import InputError, NonFiniteFieldError
 from gqref.kronrod import gauss_kronrod
-from gqref.refinement import DEFAULT_KRONROD_N, SPLIT_BUDGET, QuadratureLimitError
+from gqref.refinement import DEFAULT_KRONROD_N, AdaptiveQuadrature, PanelRounds, QuadratureLimitError
 from gqref.rules import REFINEMENT_MAX_NODES, ROUNDOFF_ULPS  # the floor is ROUNDOFF_ULPS·ε(dtype)·∫|g|
 from gqtorch.nodes import grads_or_none
 from gqtorch.quadrature import kronrod_rule
 from gqtorch.solve import FlatField
 
 __all__ = ["AdaptiveQuadrature", "QuadratureLimitError", "integrate_panels", "node_rows"]
-
-
-
-@dataclass(frozen=True)
-class AdaptiveQuadrature:
-    """The result of :func:`integrate_panels` (gqref's fields; the vectors are device tensors).
-
-    ``integral`` (D,) is Σ of the final panels' Gauß sums; ``error`` (D,) its estimated error |Σ_p (K_p − G_p)|;
-    ``error_sum`` (D,) Σ_p |K_p − G_p|; ``roundoff`` (D,) the floor ρ; ``nodes[g]`` the nodes evaluated for group g
-    (all rounds) and ``node_times[g]`` those nodes (host arrays); ``panels`` the final panel count per group;
-    ``rounds`` the evaluation rounds (= ``integrand`` calls).
-    """
-
-    integral: torch.Tensor
-    error: torch.Tensor
-    error_sum: torch.Tensor
-    roundoff: torch.Tensor
-    nodes: tuple[int, ...]
-    node_times: tuple[np.ndarray, ...]
-    panels: tuple[int, ...]
-    rounds: int
 
 
 def integrate_panels(
@@ -67,7 +45,7 @@ def integrate_panels(
     blocks: Sequence[slice] | None = None,
     max_refinement_nodes: int = REFINEMENT_MAX_NODES,
     n: int = DEFAULT_KRONROD_N,
-) -> AdaptiveQuadrature:
+) -> AdaptiveQuadrature[torch.Tensor]:
     """Σ over ``panels`` (group, lo, hi) of ∫_lo^hi g(t) dt, refined until the estimated error meets the tolerance.
 
     ``integrand(groups, times) -> (len(times), dimension)`` tensor of ``dtype`` on ``device``: g at a batch of
@@ -77,48 +55,25 @@ def integrate_panels(
     if not panels:
         raise InputError("integrate_panels needs at least one panel")
     blocks = [slice(0, dimension)] if blocks is None else list(blocks)
-    x_ref = gauss_kronrod(n)[0]  # host float64: node times are computed as gqref computes them
+    # the host side (panels, node times, limit, splits) is gqref's, on float64 numpy: identical panels give
+    # identical node times
+    book = PanelRounds(panels, n_groups, gauss_kronrod(n)[0], max_refinement_nodes, rtol, atol)
     _, wk_ref, wg_ref = kronrod_rule(n, dtype, device)
-    width = x_ref.size
     floor = ROUNDOFF_ULPS * torch.finfo(dtype).eps
-    pending = [(int(g), float(lo), float(hi)) for g, lo, hi in panels]
-    done_panels: list[tuple[int, float, float]] = []
-    # per kept panel (rows, in done_panels' order): G (D,), K − G (D,), Σ|w·g| (D,)
+    # per kept panel (rows, in the book's order): G (D,), K − G (D,), Σ|w·g| (D,)
     done_g = done_d = done_abs = torch.zeros((0, dimension), dtype=dtype, device=device)
-    counts = np.zeros(n_groups, dtype=np.int64)
-    first_round = width * np.bincount(np.array([p[0] for p in pending], dtype=np.int64), minlength=n_groups)
-    times_by_group: list[list[np.ndarray]] = [[] for _ in range(n_groups)]
-    rounds = 0
     while True:
-        groups = np.array([p[0] for p in pending], dtype=np.int64)
-        lo = np.array([p[1] for p in pending])
-        hi = np.array([p[2] for p in pending])
-        counts += width * np.bincount(groups, minlength=n_groups)
-        over = counts - first_round > max_refinement_nodes
-        if np.any(over):
-            g = int(np.argmax(over))
-            raise QuadratureLimitError(
-                f"adaptive quadrature would evaluate more than max_nodes = {max_refinement_nodes} refinement nodes "
-                f"in group {g} (GQ: the interval [t_{g}, t_{g + 1}]) to reach rtol = {rtol:g}, atol = {atol:g} "
-                f"({rounds} rounds so far): "
-                "the integrand may be non-smooth there, or the tolerance far below what it needs; raise max_nodes "
-                "or loosen the tolerance"
-            )
-        half = 0.5 * (hi - lo)
-        times = 0.5 * (lo + hi)[:, None] + half[:, None] * x_ref[None, :]
-        for g, row in zip(groups, times):
-            times_by_group[g].append(row)
-        values = integrand(np.repeat(groups, width), times.reshape(-1))  # all nodes of the round in one call
-        values = values.reshape(len(pending), width, dimension)
+        groups, half, times = book.nodes()
+        values = integrand(np.repeat(groups, book.width), times.reshape(-1))  # all nodes of the round in one call
+        values = values.reshape(len(groups), book.width, dimension)
         half_t = torch.as_tensor(half, dtype=torch.float64).to(dtype=dtype, device=device)
         gauss = torch.einsum("pk,pkd->pd", half_t[:, None] * wg_ref[None, :], values)
         kronrod = torch.einsum("pk,pkd->pd", half_t[:, None] * wk_ref[None, :], values)
         absolute = torch.einsum("pk,pkd->pd", half_t.abs()[:, None] * wk_ref[None, :], values.abs())
-        done_panels += pending
+        book.evaluated()
         done_g = torch.cat((done_g, gauss))
         done_d = torch.cat((done_d, kronrod - gauss))
         done_abs = torch.cat((done_abs, absolute))
-        rounds += 1
         integral = done_g.sum(dim=0)
         e_all = done_d.abs()
         error = done_d.sum(dim=0).abs()
@@ -139,25 +94,11 @@ def integrate_panels(
             raise NonFiniteFieldError(f"the quadrature's integrand is not finite (NaN or inf) at t = {bad!r}", bad)
         if host[1]:
             break
-        share = np.array(host[2:])
-        order = np.argsort(-share, kind="stable")
-        left = share.sum() - np.cumsum(share[order])  # what stays if the first k+1 are split
-        n_split = int(np.argmax(left <= SPLIT_BUDGET)) + 1 if np.any(left <= SPLIT_BUDGET) else len(order)
-        chosen = set(order[:n_split].tolist())
-        pending = []
-        for index in sorted(chosen):
-            g, a, b = done_panels[index]
-            cut = 0.5 * (a + b)
-            pending += [(g, a, cut), (g, cut, b)]
-        keep = [k for k in range(len(done_panels)) if k not in chosen]
-        done_panels = [done_panels[k] for k in keep]
+        keep = book.split(np.array(host[2:]))
         keep_index = torch.as_tensor(keep, dtype=torch.long).to(device)
         done_g, done_d, done_abs = (x.index_select(0, keep_index) for x in (done_g, done_d, done_abs))
-    panel_counts = np.bincount(np.array([p[0] for p in done_panels]), minlength=n_groups)
-    node_times = tuple(np.concatenate(ts) if ts else np.empty(0) for ts in times_by_group)
     return AdaptiveQuadrature(integral=integral, error=error, error_sum=e_all.sum(dim=0), roundoff=roundoff,
-                              nodes=tuple(int(c) for c in counts), node_times=node_times,
-                              panels=tuple(int(c) for c in panel_counts), rounds=rounds)
+                              **book.counts())
 
 
 def _module_names(func, params: tuple[torch.Tensor, ...]) -> list[str] | None:

@@ -12,7 +12,7 @@ from functools import cache
 
 import torch
 
-from gqref.tableau import INTERP_FIT_FLOAT, Tableau, float_tableau
+from gqref.tableau import Tableau, float_tableau
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,3 @@ def _torch_tableau(tableau: Tableau, dtype: torch.dtype, device: torch.device) -
 def torch_tableau(tableau: Tableau, dtype: torch.dtype, device: torch.device | str) -> TorchTableau:
     """The tableau's arrays as tensors of ``dtype`` on ``device`` (cached: converted once per dtype and device)."""
     return _torch_tableau(tableau, dtype, torch.device(device))
-
-
-@cache
-def _interp_fit_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(INTERP_FIT_FLOAT, dtype=dtype, device=device)
-
-
-def interp_fit_matrix(dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
-    """gqref's 5 × 5 quartic fit matrix (row k: the coefficient of x**k in the basis [y0, y1, y_mid, dt·f0, dt·f1])."""
-    return _interp_fit_matrix(dtype, torch.device(device))

@@ -14,24 +14,32 @@ import torch
 import gqref
 
 
-class LinearDrift(torch.nn.Module):
+class _Affine(torch.nn.Module):
+    """x ↦ activation(x Wᵀ + bias), W (d × d) then bias drawn from ``generator``, scaled by ``scale``."""
+
+    scale = 1.0
+
     def __init__(self, d: int, generator: torch.Generator):
         super().__init__()
-        self.weight = torch.nn.Parameter(0.3 * torch.randn(d, d, generator=generator, dtype=torch.float64))
-        self.bias = torch.nn.Parameter(0.3 * torch.randn(d, generator=generator, dtype=torch.float64))
+        self.weight = torch.nn.Parameter(self.scale * torch.randn(d, d, generator=generator, dtype=torch.float64))
+        self.bias = torch.nn.Parameter(self.scale * torch.randn(d, generator=generator, dtype=torch.float64))
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight.T + self.bias
+        return self.activation(x @ self.weight.T + self.bias)
 
 
-class TanhDiffusion(torch.nn.Module):
-    def __init__(self, d: int, generator: torch.Generator):
-        super().__init__()
-        self.weight = torch.nn.Parameter(0.5 * torch.randn(d, d, generator=generator, dtype=torch.float64))
-        self.bias = torch.nn.Parameter(0.5 * torch.randn(d, generator=generator, dtype=torch.float64))
+class LinearDrift(_Affine):
+    scale = 0.3
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x @ self.weight.T + self.bias)
+
+class TanhDiffusion(_Affine):
+    scale = 0.5
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x)
 
 
 def flat_params(*modules: torch.nn.Module) -> np.ndarray:

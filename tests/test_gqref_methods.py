@@ -24,6 +24,7 @@ from gqref.errors import InputError
 from gqref.problems import VAN_DER_POL_FIELD
 from gqref.tableau import ADAPTIVE_TABLEAUX
 from tests.fields import Counted
+from validation.bench.problems import linear_field as linear  # y' = A y, A (n × n, row-major) in p
 
 torchdiffeq = pytest.importorskip("torchdiffeq")
 torch.set_num_threads(1)
@@ -43,19 +44,6 @@ GQTORCH_RTOL = 1e-10
 # ε·Σ|dt·e_j·k_j| (relative ~1e-7 at ratio·tol ~ 1e-10), the next step size by an eighth of that, and the
 # interpolation error with the step's position: ~1e-6 × 1e-8 × (a few outputs and steps) — observed ≤ 2e-11.
 DOPRI8_RTOL = 1e-10
-
-
-@gqref.njit
-def linear(t, y, p):
-    """y' = A y with A (n × n, row-major) in p."""
-    n = y.shape[0]
-    out = np.zeros(n)
-    for i in range(n):
-        acc = 0.0
-        for j in range(n):
-            acc += p[i * n + j] * y[j]
-        out[i] = acc
-    return out
 
 
 @gqref.njit
@@ -175,27 +163,22 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("problem", list(PROBLEMS), ids=str)
-@pytest.mark.parametrize("method", TORCHDIFFEQ_METHODS)
-def test_matches_torchdiffeq(method, problem):
+@pytest.mark.parametrize(("reference", "method"), [("torchdiffeq", m) for m in TORCHDIFFEQ_METHODS]
+                         + [("gqtorch", m) for m in METHODS])
+def test_matches_reference(reference, method, problem):
+    """gqref against torchdiffeq (the methods it has) and against its twin gqtorch (every method)."""
     problem = PROBLEMS[problem]
     options = FIRST_STEP.get(method)
     solution = ours(problem, method, options)
-    ys, nfe = theirs(problem, method, options)
+    ys, nfe = (theirs if reference == "torchdiffeq" else twin)(problem, method, options)
     assert solution.stats.nfe == nfe
-    # every step's error resolved: ratios far above roundoff (the smallest observed is ~1e-7, the first steps)
-    assert np.min(solution.steps.error_ratios) > 1e-8
-    assert relative_difference(solution.ys, ys) <= (DOPRI8_RTOL if method == "dopri8" else TORCHDIFFEQ_RTOL)
-
-
-@pytest.mark.parametrize("problem", list(PROBLEMS), ids=str)
-@pytest.mark.parametrize("method", METHODS)
-def test_matches_gqtorch(method, problem):
-    problem = PROBLEMS[problem]
-    options = FIRST_STEP.get(method)
-    solution = ours(problem, method, options)
-    ys, nfe = twin(problem, method, options)
-    assert solution.stats.nfe == nfe
-    assert relative_difference(solution.ys, ys) <= GQTORCH_RTOL
+    if reference == "torchdiffeq":
+        # every step's error resolved: ratios far above roundoff (the smallest observed is ~1e-7, the first steps)
+        assert np.min(solution.steps.error_ratios) > 1e-8
+        rtol = DOPRI8_RTOL if method == "dopri8" else TORCHDIFFEQ_RTOL
+    else:
+        rtol = GQTORCH_RTOL
+    assert relative_difference(solution.ys, ys) <= rtol
 
 
 @pytest.mark.parametrize("method", METHODS)

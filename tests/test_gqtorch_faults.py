@@ -9,6 +9,7 @@ import torch
 
 import gqtorch
 from gqref.errors import InputError
+from tests.altered_backward import altered_backward
 
 F64 = torch.float64
 T = torch.tensor([0.0, 1.0], dtype=F64)
@@ -74,16 +75,9 @@ def test_backsolves_take_tensor_and_numpy_tolerances_like_odeint(backsolve):
         backsolve(decay, y0, T, rtol=True, adjoint_params=())
 
 
-class _NanBackward(torch.autograd.Function):
+def _nan_backward(x: torch.Tensor) -> torch.Tensor:
     """Identity forward; NaN backward: a func whose forward is fine and whose parameter gradient is not."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
+    return altered_backward(x, lambda grad: grad * float("nan"))
 
 
 class _NanGradDecay(torch.nn.Module):
@@ -94,10 +88,10 @@ class _NanGradDecay(torch.nn.Module):
 
     def forward(self, t, y):
         if self.where == "params":
-            return -_NanBackward.apply(self.k) * y
+            return -_nan_backward(self.k) * y
         if self.where == "state":
-            return -self.k * _NanBackward.apply(y)
-        return -self.k * y * _NanBackward.apply(t)
+            return -self.k * _nan_backward(y)
+        return -self.k * y * _nan_backward(t)
 
 
 BACKSOLVES = [("adjoint", {}), ("adjoint", {"adjoint_options": {"norm": "seminorm"}}),

@@ -15,6 +15,7 @@ import gqtorch.testing as T
 from gqref import problems as pr
 from gqref.field import VectorField
 from gqref.quadrature import gauss_legendre
+from tests.altered_backward import altered_backward
 
 torch.set_num_threads(1)
 
@@ -233,30 +234,14 @@ def _flagged(seen, component: str) -> T.TorchProblem | None:
     return None
 
 
-class _Scaled(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, ys):
-        return ys.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * (1.0 + 1e-3)
-
-
 def scales_every_gradient(func, y0, t, **kwargs):
-    return _Scaled.apply(gqtorch.odeint_adjoint(func, y0, t, **kwargs))
+    return altered_backward(gqtorch.odeint_adjoint(func, y0, t, **kwargs), lambda grad: grad * (1.0 + 1e-3))
 
 
-class _FlipFirstEntry(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, p):
-        return p.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        grad.view(-1)[0] = -grad.view(-1)[0]
-        return grad
+def _flip_first_entry(grad: torch.Tensor) -> torch.Tensor:
+    grad = grad.clone()
+    grad.view(-1)[0] = -grad.view(-1)[0]
+    return grad
 
 
 def flips_one_parameter_sign(func, y0, t, **kwargs):
@@ -264,7 +249,7 @@ def flips_one_parameter_sign(func, y0, t, **kwargs):
     name, first = next(iter(func.named_parameters()))
 
     def flipped(s, y):
-        return torch.func.functional_call(func, {name: _FlipFirstEntry.apply(first)}, (s, y))
+        return torch.func.functional_call(func, {name: altered_backward(first, _flip_first_entry)}, (s, y))
 
     return gqtorch.odeint_adjoint(flipped, y0, t, adjoint_params=tuple(func.parameters()), **kwargs)
 

@@ -295,13 +295,12 @@ def test_refine_budget_allows_exactly_max_nodes():
 
 def test_chosen_panels_leave_at_most_half_the_tolerance():
     """Shares (1.0, 0.4, 0.3): splitting the first leaves 0.7 > 0.5 of the tolerance, the first two leave 0.3."""
-    from gqref.panels import _chosen
-    from gqref.refinement import SPLIT_BUDGET
+    from gqref.refinement import SPLIT_BUDGET, panels_to_split  # the rule of both adaptive integrators
 
     assert SPLIT_BUDGET == 0.5
-    assert _chosen(np.array([0.4, 1.0, 0.3])) == [0, 1]
-    assert _chosen(np.array([0.2, 0.6, 0.1])) == [1]  # splitting the largest leaves 0.3
-    assert _chosen(np.array([0.2, 0.1])) == [0]  # already within budget: still split the largest (the check failed)
+    assert panels_to_split(np.array([0.4, 1.0, 0.3])) == [0, 1]
+    assert panels_to_split(np.array([0.2, 0.6, 0.1])) == [1]  # splitting the largest leaves 0.3
+    assert panels_to_split(np.array([0.2, 0.1])) == [0]  # within budget: still split the largest (the check failed)
 
 
 def test_tolerance_targets_use_the_larger_of_tolerance_and_roundoff_and_the_scale_floor():

@@ -22,9 +22,8 @@ from gqref.rules import RECHECK_EVERY
 from gqtorch.memory import PeakMemory
 from validation.bench.memory import measure_in_subprocess
 from validation.bench.steps import GTOL, SEED, TASKS, TOLERANCE, solvers, training_step
-from validation.bench.timing import QUICK_REPEATS, time_interleaved, torch_threads
+from validation.bench.timing import quick_repeats, start, time_interleaved, torch_threads
 from validation.harness.atomic import write_json_atomic
-from validation.harness.environment import environment
 
 WIDTHS = (100, 500, 1000, 2000, 3000)
 QUICK_WIDTHS = (20, 50)
@@ -97,12 +96,11 @@ def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_
         device: str = "cpu") -> int:
     widths = widths or (QUICK_WIDTHS if quick else WIDTHS)
     tasks = tasks or TASKS
-    repeats = min(repeats, QUICK_REPEATS) if quick else repeats
-    env = environment()
-    print("## Training-step benchmark: g1d and nested spheres, every gradient method\n")
-    print(f"dopri5 rtol = atol = {TOLERANCE:g}, GQ C = {GTOL}, t = [0, 1], float32, one CPU thread, device {device}, "
-          f"{repeats} interleaved rounds, medians; peak memory: one step in a fresh process (CPU, see "
-          f"validation/bench/memory.py) or CUDA's allocator peak; {env['platform']}\n")
+    repeats = quick_repeats(repeats, quick)
+    env = start("Training-step benchmark: g1d and nested spheres, every gradient method",
+                f"dopri5 rtol = atol = {TOLERANCE:g}, GQ C = {GTOL}, t = [0, 1], float32, one CPU thread, device "
+                f"{device}, {repeats} interleaved rounds, medians; peak memory: one step in a fresh process (CPU, see "
+                f"validation/bench/memory.py) or CUDA's allocator peak")
     records = []
     with torch_threads(1):
         for task in tasks:

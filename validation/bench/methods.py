@@ -23,9 +23,8 @@ import torchdiffeq
 
 import gqtorch
 from validation.bench.problems import linear_rhs, van_der_pol_rhs
-from validation.bench.timing import QUICK_REPEATS, time_interleaved, torch_threads
+from validation.bench.timing import quick_repeats, start, time_interleaved, torch_threads
 from validation.harness.atomic import write_json_atomic
-from validation.harness.environment import environment
 
 RTOL, ATOL = 1e-7, 1e-9
 # Order-2/3 adaptive methods need 10^4-10^5 evaluations at 1e-7 on these problems (adaptive_heun: ~50 000 on Van
@@ -253,18 +252,14 @@ def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_
         problems: Sequence[OdeProblem] | None = None, methods: Sequence[str] = METHODS,
         gradient_methods: Sequence[str] = GRADIENT_METHODS) -> int:
     """The ``bench methods`` command: print one table per problem and write JSON to ``out``."""
-    if quick:
-        repeats = min(repeats, QUICK_REPEATS)
+    repeats = quick_repeats(repeats, quick)
     problems = list(PROBLEMS.values()) if problems is None else list(problems)
-    env = environment()
-    print("## Every method: gqtorch.odeint vs torchdiffeq.odeint\n")
-    print(f"{repeats} interleaved rounds (shuffled order), medians; torch on 1 thread; float64; "
-          f"{N_OUTPUTS} output times. rtol = {RTOL:g}, atol = {ATOL:g} unless the row says otherwise; fixed grids "
-          f"step_size = {STEP_SIZE:g} (explicit_adams max_order 4); scipy_solver LSODA. ratio = gqtorch / "
-          "torchdiffeq (above 1: gqtorch slower). NFE: calls of the field. max diff: max |gqtorch − torchdiffeq| "
-          "over all outputs (backprop rows: and over dL/d(y0, params) of L = Σ ys²).")
-    print(f"{env['platform']}; Python {env['python']}, "
-          + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + "\n")
+    env = start("Every method: gqtorch.odeint vs torchdiffeq.odeint",
+                f"{repeats} interleaved rounds (shuffled order), medians; torch on 1 thread; float64; "
+                f"{N_OUTPUTS} output times. rtol = {RTOL:g}, atol = {ATOL:g} unless the row says otherwise; fixed "
+                f"grids step_size = {STEP_SIZE:g} (explicit_adams max_order 4); scipy_solver LSODA. ratio = gqtorch / "
+                "torchdiffeq (above 1: gqtorch slower). NFE: calls of the field. max diff: max |gqtorch − torchdiffeq| "
+                "over all outputs (backprop rows: and over dL/d(y0, params) of L = Σ ys²).", versions=True)
     rows = benchmark(problems, methods, gradient_methods, repeats=repeats)
     for problem in problems:
         print(format_table(rows, problem) + "\n")

@@ -33,9 +33,8 @@ import torch
 import gqtorch
 from gqref.rules import AutoRule
 from validation.bench.steps import TrainingStep, training_step
-from validation.bench.timing import QUICK_REPEATS, time_interleaved, torch_threads
+from validation.bench.timing import quick_repeats, start, time_interleaved, torch_threads
 from validation.harness.atomic import write_json_atomic
-from validation.harness.environment import environment
 from validation.report.plots import save_figure_atomic
 from validation.tasks.toy_gradient import LinearField
 
@@ -278,12 +277,11 @@ def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_
     out = Path(out)
     width = width or (QUICK_WIDTH if quick else WIDTH)
     tolerances = tolerances or (QUICK_TOLERANCES if quick else TOLERANCES)
-    repeats = min(repeats, QUICK_REPEATS) if quick else repeats
-    env = environment()
-    print("## Quadrature benchmark: GQ's interval / step / adaptive rules, accuracy against cost (float64)\n")
-    print(f"one training step (forward + backward), rtol = atol = tolerance for forward and backward; width {width}; "
-          f"reference: closed form (toy) or direct backprop at {REFERENCE_TOLERANCE:g}; {repeats} interleaved "
-          f"rounds, medians, one thread; {env['platform']}\n")
+    repeats = quick_repeats(repeats, quick)
+    env = start("Quadrature benchmark: GQ's interval / step / adaptive rules, accuracy against cost (float64)",
+                f"one training step (forward + backward), rtol = atol = tolerance for forward and backward; width "
+                f"{width}; reference: closed form (toy) or direct backprop at {REFERENCE_TOLERANCE:g}; {repeats} "
+                f"interleaved rounds, medians, one thread")
     records = []
     with torch_threads(1):
         toy, exact = toy_step()

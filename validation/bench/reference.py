@@ -15,9 +15,8 @@ import numpy as np
 
 import gqref
 from gqref import problems
-from validation.bench.timing import QUICK_REPEATS, time_interleaved
+from validation.bench.timing import quick_repeats, start, time_interleaved
 from validation.harness.atomic import write_json_atomic
-from validation.harness.environment import environment
 
 STATE_DIM = 4
 WIDTHS = (256, 512, 1024)
@@ -43,11 +42,10 @@ def _gradient_call(problem: problems.Problem, method: str, gtol: float | None):
 def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_reference.json")) -> int:
     """Print one table per width and write the medians, counts and gradient differences to ``out``."""
     widths = QUICK_WIDTHS if quick else WIDTHS
-    repeats = min(repeats, QUICK_REPEATS) if quick else repeats
-    env = environment()
-    print("## Gradient benchmark (gqref): GQ vs adjoint vs seminorm vs frozen-step derivative\n")
-    print(f"softplus MLP field, state {STATE_DIM}, rtol = atol = {TOLERANCE:g}, outputs at {TIMES.tolist()}; "
-          f"{repeats} interleaved rounds, medians; {env['platform']}\n")
+    repeats = quick_repeats(repeats, quick)
+    env = start("Gradient benchmark (gqref): GQ vs adjoint vs seminorm vs frozen-step derivative",
+                f"softplus MLP field, state {STATE_DIM}, rtol = atol = {TOLERANCE:g}, outputs at {TIMES.tolist()}; "
+                f"{repeats} interleaved rounds, medians")
     records = []
     for width in widths:
         problem = problems.mlp(width=width, seed=0, state_dim=STATE_DIM, time_dependent=True, t=TIMES)

@@ -26,9 +26,8 @@ from scipy.integrate import solve_ivp
 import gqref
 import gqtorch
 from validation.bench.problems import PROBLEMS, Problem, check_twins, numpy_rhs
-from validation.bench.timing import QUICK_REPEATS, time_interleaved, torch_threads
+from validation.bench.timing import quick_repeats, start, time_interleaved, torch_threads
 from validation.harness.atomic import write_json_atomic
-from validation.harness.environment import environment
 
 BASELINE = "scipy_rk45"
 REFERENCE_TOL = 1e-13
@@ -321,13 +320,9 @@ def format_table(result: ProblemResult) -> str:
 
 def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_solver.json")) -> int:
     """The ``bench solver`` command: every problem, every method; print tables and write JSON to ``out``."""
-    if quick:
-        repeats = min(repeats, QUICK_REPEATS)
-    env = environment()
-    print("## Solver benchmark: gqref (compiled) vs scipy RK45, torchdiffeq dopri5 and diffrax Dopri5\n")
-    print(f"{repeats} interleaved rounds (shuffled order), medians; torch on 1 thread.")
-    print(f"{env['platform']}; Python {env['python']}, "
-          + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + "\n")
+    repeats = quick_repeats(repeats, quick)
+    env = start("Solver benchmark: gqref (compiled) vs scipy RK45, torchdiffeq dopri5 and diffrax Dopri5",
+                f"{repeats} interleaved rounds (shuffled order), medians; torch on 1 thread.", versions=True)
     missing = [METHOD_LABELS[m] for m in OPTIONAL if not OPTIONAL[m]()]
     if missing:
         print(f"Not installed, so not timed: {', '.join(missing)} (pip install -e '.[bench]').\n")

@@ -18,7 +18,28 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from validation.harness.environment import environment
+
 QUICK_REPEATS = 3  # --quick: a smoke run, not a measurement
+
+
+def start(title: str, settings: str, *, versions: bool = False) -> dict:
+    """Print a benchmark's heading (its title, its settings and the platform: with the Python and package versions
+    on a line of their own when ``versions``) and return :func:`environment` for its JSON record."""
+    env = environment()
+    print(f"## {title}\n")
+    if not versions:
+        print(f"{settings}; {env['platform']}\n")
+        return env
+    print(settings)
+    print(f"{env['platform']}; Python {env['python']}, "
+          + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + "\n")
+    return env
+
+
+def quick_repeats(repeats: int, quick: bool) -> int:
+    """The rounds a run makes: at most :data:`QUICK_REPEATS` for ``--quick``."""
+    return min(repeats, QUICK_REPEATS) if quick else repeats
 
 
 @contextmanager

@@ -108,6 +108,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
         handle.write("\n")
 
 
+def read_json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None when it cannot be read, is not JSON or is not an object (a half-written
+    or foreign file)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def temporaries_of(path: Path) -> list[Path]:
     """The temporaries :func:`atomic_open` may have left for ``path`` (``.<name>.<random>.tmp`` beside it)."""
     path = Path(path)

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from gqref.rules import PAPER_C
 from gqtorch.memory import PeakMemory
-from validation.harness.atomic import atomic_open, remove_stale_temporaries, write_json_atomic
+from validation.harness.atomic import atomic_open, read_json_object, remove_stale_temporaries, write_json_atomic
 from validation.harness.cli import (
     EXPLICIT,
     PARSER_DEFAULTS,
@@ -295,17 +295,9 @@ def plan_runs(task, args: argparse.Namespace, *, writer: bool = True) -> list[Ru
     return plans
 
 
-def _read_record(path: Path) -> dict | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _refuse_other_configuration(plan: RunPlan, args: argparse.Namespace) -> None:
     """A fresh run replaces a result of its own configuration (a rerun), never one of another."""
-    record = _read_record(plan.path) if plan.path.is_file() else None
+    record = read_json_object(plan.path) if plan.path.is_file() else None
     if record is None or not isinstance(record.get("config"), dict):
         return
     differences = config_differences(record["config"], plan.config)
@@ -320,7 +312,7 @@ def load_checkpoint(plan: RunPlan, args: argparse.Namespace,
     of this harness, of this configuration, and not past ``--epochs``."""
     checkpoint = plan.checkpoint
     if not checkpoint.exists():
-        record = _read_record(plan.path) if plan.path.is_file() else None
+        record = read_json_object(plan.path) if plan.path.is_file() else None
         if record is not None and record.get("epochs_done", 0) > 0:
             raise UsageError(f"--resume: {plan.path} records {record['epochs_done']} finished epoch(s) but its "
                              f"checkpoint {checkpoint} is missing, so the run cannot continue; restore the "
@@ -359,7 +351,7 @@ def _nothing_to_resume(task, args: argparse.Namespace, plans: list[RunPlan]) -> 
     seeds = {plan.seed: plan for plan in plans}
     if root.is_dir():
         for path in sorted(root.rglob("seed*.json")):
-            record = _read_record(path)
+            record = read_json_object(path)
             if not record or record.get("seed") not in seeds or not isinstance(record.get("config"), dict):
                 continue
             if not path.with_suffix(".ckpt").is_file():

@@ -329,12 +329,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     atomic.write_text_atomic(path, text)
 
 
-def _group_figures(group: GroupSummary, training: list[tuple[Path, dict]], root: Path, out: Path) -> list[Path]:
-    """Time against width for the group, and validation loss against wall clock at each of its widths."""
-    from validation.report import plots
-
-    base = slug("_".join(p for p in (group.collection, group.task, group.variant, group.setting) if p))
-    figures = []
+def time_series(group: GroupSummary) -> dict[str, tuple[list[int], list[float], list[float]]]:
+    """Per method (in the report's method order): the widths, and the training time's mean and std at each."""
     series: dict[str, tuple[list[int], list[float], list[float]]] = {}
     for width, methods in group.widths.items():
         for method, s in methods.items():
@@ -342,9 +338,16 @@ def _group_figures(group: GroupSummary, training: list[tuple[Path, dict]], root:
             widths.append(width)
             means.append(s.time_s.mean)
             stds.append(s.time_s.std or 0.0)
-    series = dict(sorted(series.items(), key=lambda item: _method_order(item[0])))
-    figures.append(plots.time_vs_width(series, f"{group.title}: training time (mean ± std over seeds)",
-                                       out / f"time_vs_width_{base}.png"))
+    return dict(sorted(series.items(), key=lambda item: _method_order(item[0])))
+
+
+def _group_figures(group: GroupSummary, training: list[tuple[Path, dict]], root: Path, out: Path) -> list[Path]:
+    """Time against width for the group, and validation loss against wall clock at each of its widths."""
+    from validation.report import plots
+
+    base = slug("_".join(p for p in (group.collection, group.task, group.variant, group.setting) if p))
+    figures = [plots.time_vs_width(time_series(group), f"{group.title}: training time (mean ± std over seeds)",
+                                   out / f"time_vs_width_{base}.png")]
     for width in group.widths:
         curves: dict[str, list[tuple[int, list[float], list[float]]]] = defaultdict(list)
         for path, record in sorted(training, key=lambda item: item[1]["seed"]):

@@ -52,6 +52,16 @@ def save_figure_atomic(fig: plt.Figure, path: Path, dpi: int = 120) -> Path:
     return path
 
 
+def _finish(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """Label a one-axes figure, grid and legend it, and save it (:func:`save_figure_atomic`)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return save_figure_atomic(fig, path)
+
+
 def time_vs_width(series: dict[str, tuple[Sequence[int], Sequence[float], Sequence[float]]], title: str,
                   path: Path) -> Path:
     """``series``: method → (widths, mean times, std times). Log–log axes: widths and times span decades."""
@@ -62,12 +72,7 @@ def time_vs_width(series: dict[str, tuple[Sequence[int], Sequence[float], Sequen
         ax.set_xscale("log")
     if _spans_decades([m for _, means, _ in series.values() for m in means]):
         ax.set_yscale("log")
-    ax.set_xlabel("hidden width")
-    ax.set_ylabel("total training time (s)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return save_figure_atomic(fig, path)
+    return _finish(fig, ax, "hidden width", "total training time (s)", title, path)
 
 
 def loss_vs_time(curves: dict[str, list[tuple[int, Sequence[float], Sequence[float]]]], title: str,
@@ -84,12 +89,7 @@ def loss_vs_time(curves: dict[str, list[tuple[int, Sequence[float], Sequence[flo
             every_loss += list(losses)
     if _spans_decades(every_loss):
         ax.set_yscale("log")
-    ax.set_xlabel("training wall clock (s)")
-    ax.set_ylabel("validation loss")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return save_figure_atomic(fig, path)
+    return _finish(fig, ax, "training wall clock (s)", "validation loss", title, path)
 
 
 def toy_errors(toy: dict, path: Path) -> Path:

@@ -139,15 +139,7 @@ def _figures(group: generic.GroupSummary, complete: list[tuple[Path, dict, Run]]
     from validation.report import plots
 
     base = generic.slug(f"{group.task}_{group.variant}")
-    series: dict[str, tuple[list[int], list[float], list[float]]] = {}
-    for width, methods in group.widths.items():
-        for method, s in methods.items():
-            widths, means, stds = series.setdefault(method, ([], [], []))
-            widths.append(width)
-            means.append(s.time_s.mean)
-            stds.append(s.time_s.std or 0.0)
-    series = dict(sorted(series.items(), key=lambda item: generic._method_order(item[0])))
-    figures = [plots.time_vs_width(series, f"{group.task} / {group.variant}: training time",
+    figures = [plots.time_vs_width(generic.time_series(group), f"{group.task} / {group.variant}: training time",
                                    out / f"time_vs_width_{base}.png")]
     for width in group.widths:
         curves: dict[str, list] = defaultdict(list)

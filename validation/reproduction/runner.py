@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from validation.harness.atomic import make_dirs
+from validation.harness.atomic import make_dirs, read_json_object
 from validation.reproduction.plan import TOY, Costs, Run, toy_path
 from validation.tasks import toy_gradient
 
@@ -66,14 +65,6 @@ def result_path(run: Run, out: Path) -> tuple[Path, str]:
     return plan.path, plan.config_hash
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def toy_count(run: Run) -> int:
     """The number of T values of a toy run (its --t-step, else the paper's)."""
     flags = list(run.flags)
@@ -95,13 +86,13 @@ def run_state(run: Run, out: Path) -> RunState:
     """The run's progress under ``out``."""
     if run.task == TOY:
         path = toy_path(out, run)
-        record = _read(path) if path.is_file() else None
+        record = read_json_object(path) if path.is_file() else None
         config = record.get("config", {}) if record else {}
         done = bool(record and record.get("finished") and not config.get("quick") and config.get("n_T") ==
                     toy_count(run) and sorted(config.get("methods", [])) == sorted(toy_methods(run)))
         return RunState(int(done), done, False, path)
     path, digest = result_path(run, out)
-    record = _read(path) if path.is_file() else None
+    record = read_json_object(path) if path.is_file() else None
     if record is None or record.get("config_hash") != digest:
         return RunState(0, False, False, path)
     epochs = int(record.get("epochs_done", 0))
