@@ -158,7 +158,7 @@ def dense_output(field: VectorField, solution: Solution, params: np.ndarray) -> 
     sizes = np.abs(solution.steps.hs)
     jumps = solution.steps.jumps if solution.steps.jumps is not None else np.zeros(len(sizes), dtype=bool)
     tab = float_tableau(how.tableau)
-    f, variant = prepare_field(field, y0, float(ts[0]), params)
+    f, variant = prepare_field(field, y0, float(ts[0]), params, in_place=True)
     status, coeffs, ends, nfe = run_kernel(
         REFIT, variant, f, params, direction, y0, starts, sizes, np.asarray(jumps, dtype=np.bool_), tab.a,
         tab.b, tab.c, tab.e, tab.b_mid, how.tableau.fsal, NUDGE_STATE if how.nudged else NUDGE_NONE, fit_matrix())

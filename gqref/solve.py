@@ -99,8 +99,12 @@ def _params(params) -> np.ndarray:
     return np.ascontiguousarray(finite_array("params", params))
 
 
-def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndarray) -> tuple[Callable, object]:
-    """(the f a kernel should call, the kernel variant): compiled fields run compiled, others as Python."""
+def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndarray, *, in_place: bool = False
+                  ) -> tuple[Callable, object]:
+    """(the f a kernel should call, the kernel variant): compiled fields run compiled, others as Python.
+
+    ``in_place``: the caller is a compiled kernel that evaluates through :func:`gqref.field.evaluate`, which calls
+    an in-place field with its output row; anything else gets the returning form."""
     if field.compiled:
         if y0.ndim != 1:
             raise InputError(f"a compiled field takes a 1-D state; got y0 of shape {y0.shape} (flatten it)")
@@ -112,7 +116,7 @@ def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndar
                 raise InputError(f"field.f returned shape {probe.shape} at t = {t0!r}; expected the state's "
                                  f"{y0.shape}")
             _PROBED.add((field.f, y0.shape, y0.dtype, params.shape))
-        return field.f_into or field.f, "compiled"
+        return (field.f_into or field.f) if in_place else field.f, "compiled"
     return flat_python_function(field.f, y0.shape, y0.dtype, "f"), "python"
 
 
@@ -245,7 +249,7 @@ def solve(
                                     for key in ("safety", "ifactor", "dfactor"))
         min_step, max_step, step_t, jump_t = opts.kernel_args(float(s_out[0]), direction)
         tab = float_tableau(tableau)
-        f, variant = prepare_field(field, y0, float(t_given[0]), params)
+        f, variant = prepare_field(field, y0, float(t_given[0]), params, in_place=True)
         status, s_stop, ys, steps_ts, steps_ys, nfe, n_acc, n_rej = run_kernel(
             ADAPTIVE, variant, f, params, flat, s_out, direction, rtol, atol_vec, norm_kind, block_id, n_blocks,
             control.kind, safety, ifactor, dfactor, tableau.order_low, -1.0 if first_step is None else first_step,

@@ -74,3 +74,20 @@ def test_a_nan_written_in_place_is_reported():
 
     with pytest.raises(gqref.errors.NonFiniteFieldError):
         gqref.solve(blows_up, np.array([1.0]), np.array([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("method", ["rk4", "explicit_adams", "bosh3"])
+def test_in_place_fields_run_every_method(method):
+    t = np.linspace(0.0, 1.0, 5)
+    ours = gqref.solve(van_der_pol_into, Y0, t, P, method=method)
+    theirs = gqref.solve(van_der_pol, Y0, t, P, method=method)
+    np.testing.assert_array_equal(ours.ys, theirs.ys)
+
+
+def test_in_place_dense_output_equals_returning():
+    from gqref.dense import dense_output
+
+    t = np.array([0.0, 1.0])
+    ours = dense_output(VectorField(van_der_pol_into), gqref.solve(van_der_pol_into, Y0, t, P), P)
+    theirs = dense_output(VectorField(van_der_pol), gqref.solve(van_der_pol, Y0, t, P), P)
+    np.testing.assert_array_equal(ours.evaluate(0.37), theirs.evaluate(0.37))

@@ -1,4 +1,7 @@
-"""Small benchmark ODEs, each as a compiled gqref field and an array-agnostic twin for scipy and torchdiffeq.
+"""Small benchmark ODEs, each as a compiled in-place gqref field and an array-agnostic twin for scipy, torchdiffeq
+and diffrax.
+
+The gqref fields take the in-place form ``f(t, y, p, out)``, so a compiled solve allocates nothing per evaluation.
 
 A twin ``rhs(t, y, p, stack)`` takes numpy arrays (scipy) or torch tensors (torchdiffeq) for ``y`` and ``p`` and
 builds its result with ``stack`` (``np.array`` or ``torch.stack``); ``p`` is the same flat parameter vector the
@@ -24,7 +27,7 @@ class Problem:
 
     name: str
     title: str
-    field: Callable  # gqref.njit f(t, y, p) -> new 1-D array
+    field: Callable  # gqref.njit f(t, y, p, out): writes dy/dt into out
     rhs: Callable  # rhs(t, y, p, stack), see the module docstring
     y0: np.ndarray
     t_span: tuple[float, float]
@@ -36,11 +39,9 @@ class Problem:
 
 # Van der Pol, p = [mu].
 @gqref.njit
-def van_der_pol_field(t, y, p):
-    out = np.empty(2)
+def van_der_pol_field(t, y, p, out):
     out[0] = y[1]
     out[1] = p[0] * (1.0 - y[0] * y[0]) * y[1] - y[0]
-    return out
 
 
 def van_der_pol_rhs(t, y, p, stack):
@@ -49,11 +50,9 @@ def van_der_pol_rhs(t, y, p, stack):
 
 # Lotka–Volterra x' = a x − b x y, y' = d x y − c y, p = [a, b, c, d].
 @gqref.njit
-def lotka_volterra_field(t, y, p):
-    out = np.empty(2)
+def lotka_volterra_field(t, y, p, out):
     out[0] = p[0] * y[0] - p[1] * y[0] * y[1]
     out[1] = p[3] * y[0] * y[1] - p[2] * y[1]
-    return out
 
 
 def lotka_volterra_rhs(t, y, p, stack):
@@ -62,15 +61,13 @@ def lotka_volterra_rhs(t, y, p, stack):
 
 # y' = A y, p = A.ravel() (row-major).
 @gqref.njit
-def linear_field(t, y, p):
+def linear_field(t, y, p, out):
     n = y.shape[0]
-    out = np.empty(n)
     for i in range(n):
         acc = 0.0
         for j in range(n):
             acc += p[i * n + j] * y[j]
         out[i] = acc
-    return out
 
 
 def linear_rhs(t, y, p, stack):
@@ -80,17 +77,15 @@ def linear_rhs(t, y, p, stack):
 
 # Arenstorf orbit (restricted three-body problem), y = [x, y, x', y'], p = [mu].
 @gqref.njit
-def arenstorf_field(t, y, p):
+def arenstorf_field(t, y, p, out):
     mu = p[0]
     nu = 1.0 - mu
     d1 = ((y[0] + mu) ** 2 + y[1] ** 2) ** 1.5
     d2 = ((y[0] - nu) ** 2 + y[1] ** 2) ** 1.5
-    out = np.empty(4)
     out[0] = y[2]
     out[1] = y[3]
     out[2] = y[0] + 2.0 * y[3] - nu * (y[0] + mu) / d1 - mu * (y[0] - nu) / d2
     out[3] = y[1] - 2.0 * y[2] - nu * y[1] / d1 - mu * y[1] / d2
-    return out
 
 
 def arenstorf_rhs(t, y, p, stack):
@@ -153,8 +148,8 @@ def numpy_rhs(problem: Problem) -> Callable[[float, np.ndarray], np.ndarray]:
 def check_twins(problem: Problem, atol: float = 1e-12) -> None:
     """Raise if the compiled field and its numpy twin disagree (a guard against editing only one of them)."""
     t0 = problem.t_span[0]
-    twin = numpy_rhs(problem)
+    twin, field = numpy_rhs(problem), gqref.VectorField(problem.field).f  # .f: the returning form
     for y in (problem.y0, problem.y0 + 0.1 * np.arange(1, problem.y0.size + 1)):
-        compiled, plain = problem.field(t0, y, problem.params), twin(t0, y)
+        compiled, plain = field(t0, y, problem.params), twin(t0, y)
         if not np.allclose(compiled, plain, rtol=0.0, atol=atol):
             raise AssertionError(f"{problem.name}: compiled field {compiled} and numpy twin {plain} disagree at {y}")
