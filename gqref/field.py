@@ -111,6 +111,7 @@ def vjp_value(role: str, value, t, shape: tuple[int, ...]) -> np.ndarray:
     return out.astype(np.float64, copy=False).reshape(shape)
 
 
+@lru_cache(maxsize=1024)  # inspect.signature costs tens of µs, and every solve builds a VectorField
 def writes_into(function: Callable) -> bool:
     """True for the in-place form ``f(t, y, p, out)``: exactly four required positional parameters."""
     try:
