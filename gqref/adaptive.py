@@ -32,7 +32,7 @@ from gqref.records import INITIAL_RECORD_ROWS, ensure_rows
 from gqref.runge_kutta import NUDGE_STATE, combine, dopri5_step, one_ulp, rk_step
 
 DEFAULT_MAX_STEPS = 100_000
-NO_TIMES = np.empty(0)  # no step_t/jump_t (kernels only read it)
+_NO_TIMES = np.empty(0)  # no step_t/jump_t (kernels only read it)
 # torchdiffeq's adaptive options, in the order its documentation lists them; "norm" is converted by each twin.
 ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "step_t", "jump_t", "safety", "ifactor", "dfactor",
                     "max_num_steps", "norm", "dtype")
@@ -64,7 +64,7 @@ class AdaptiveOptions:
         """``step_t`` or ``jump_t`` in the solver variable s = direction·t: sorted, those before the start dropped."""
         times = getattr(self, name)
         if not times:
-            return NO_TIMES  # the common case, without four numpy calls
+            return _NO_TIMES  # the common case, without four numpy calls
         s = direction * np.asarray(times, dtype=np.float64)
         return np.sort(s[s >= s0])
 

@@ -34,7 +34,6 @@ NUMPY_ARGS = "an argument check only gqref's NumPy entry points use (gqtorch che
 ADAMS = "read by gqref.adams.AdamsStepper, whose algorithm gqtorch.adams.AdamsStepper inherits"
 ORDER_CHECK = "checks the exact tableaux' order conditions (tests/test_tableau.py): nothing to run on tensors"
 SCIPY_RULES = "gqref's scipy-compatible controller only; gqtorch follows torchdiffeq's rules"
-OTHER_FILES = "in a file another change owns (gq.py, gqref/adaptive.py, gqref/solve.py): not renamed here"
 
 ALLOWED: dict[str, str] = {
     # ---- the packages' public APIs: gqref's NumPy functions, gqtorch's torchdiffeq-style odeint family
@@ -155,7 +154,7 @@ ALLOWED: dict[str, str] = {
     "gqref.adams.MOULTON": ADAMS,
     "gqref.adams.CorrectorWarning": ADAMS,
     "gqref.adams.corrector_warning": ADAMS,
-    "gqref.adaptive.ADAPTIVE": OTHER_FILES + "; " + KERNEL,
+    "gqref.adaptive.ADAPTIVE": KERNEL,
     "gqref.adaptive.ADAPTIVE_OPTIONS": "the names gqref.adaptive.adaptive_options accepts, which gqtorch calls",
     "gqref.adaptive.DEFAULT_MAX_STEPS": "default of gqref.adaptive.AdaptiveOptions, which gqtorch uses",
     "gqref.controller.ErrorNorm": "gqref's norm choice as kernel codes; gqtorch takes torchdiffeq's norm callables",
@@ -171,8 +170,9 @@ ALLOWED: dict[str, str] = {
     "gqref.runge_kutta.dopri5_step": SCIPY_RULES,
     "gqref.runge_kutta.embedded_error": KERNEL,
     "gqref.runge_kutta.one_ulp": KERNEL,
-    "gqref.solve.StepMethod": OTHER_FILES + "; how to replay a solve (gqref.dense), which gqtorch records instead",
-    "gqref.solve.prepare_field": OTHER_FILES + "; picks the compiled or Python kernel",
+    "gqref.solve.StepMethod": "how to replay a solve (gqref.dense); gqtorch records its dense output instead",
+    "gqref.solve.prepare_field": KERNEL + " (picks the compiled or the Python kernel)",
+    "gqref.solve.run_kernel": KERNEL + " (runs one of its two speeds, the field bound in)",
     "gqref.arguments.finite_array": NUMPY_ARGS,
     "gqref.arguments.monotone_times": NUMPY_ARGS,
     "gqref.arguments.non_negative_float": NUMPY_ARGS,
@@ -185,7 +185,7 @@ ALLOWED: dict[str, str] = {
     "gqref.fixed_grid.linear_state": "NumPy interpolants; gqtorch's are in gqtorch.fixed_grid's step on tensors",
     "gqref.panels.NumpyPanelSums": "gqref's backend of gqref.panels.refine; gqtorch's is TorchPanelSums",
     "gqref.refinement.ROUNDOFF_FLOOR": "float64's floor; gqtorch's uses the integrand dtype's ε",
-    "gqref.gq.gq_gradient": OTHER_FILES + "; gqref's GQ gradient (gqtorch's is gq_backward inside odeint_adjoint_gq)",
+    "gqref.gq.gq_gradient": "gqref's GQ gradient (gqtorch's is gq_backward inside odeint_adjoint_gq)",
     # ---- torch-only
     "gqtorch.adams.weighted_sum": TORCH,
     "gqtorch.adaptive.StepCounts": TORCH,
@@ -214,10 +214,10 @@ ALLOWED: dict[str, str] = {
     "gqtorch.fixed_grid.Tally": TORCH,
     "gqtorch.fixed_grid.fixed_callbacks": TORCH,
     "gqtorch.fixed_grid.torch_grid": TORCH,
-    "gqtorch.gq.dense_backward": OTHER_FILES + "; " + TORCH,
-    "gqtorch.gq.gq_backward": OTHER_FILES + "; " + TORCH,
-    "gqtorch.gq.interval_backward": OTHER_FILES + "; " + TORCH,
-    "gqtorch.gq.odeint_adjoint_gq": OTHER_FILES + "; " + TORCH_API,
+    "gqtorch.gq.dense_backward": TORCH,
+    "gqtorch.gq.gq_backward": TORCH,
+    "gqtorch.gq.interval_backward": TORCH,
+    "gqtorch.gq.odeint_adjoint_gq": TORCH_API,
     "gqtorch.interp.interp_powers": TORCH,
     "gqtorch.panels.TorchPanelSums": TORCH,
     "gqtorch.quadrature.kronrod_rule": TORCH,
