@@ -77,7 +77,7 @@ def gq_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy
     """
     if isinstance(rule, IntervalRule):
         return _interval_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, gtol=rule.C,
-                                  max_nodes=rule.max_nodes, t_grad=t_grad)
+                                  max_nodes=rule.max_nodes, t_grad=t_grad, warm_start=rule.warm_start)
     if not isinstance(rule, AutoRule):
         *gradients, counters = _dense_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad,
                                                rule=rule, step_nodes=step_nodes, kronrod_n=kronrod_n)
@@ -88,7 +88,8 @@ def gq_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy
     context = (tuple(t.tolist()), forward.ys.shape, params.size, rtol, atol, t_grad, rule)
     if AUTO_CHECKS.trusted(field, context, counts):  # a recent check found the paper's nodes ample: reuse it
         *gradients, counters = _interval_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, gtol=rule.C,
-                                                  max_nodes=PAPER_MAX_NODES, t_grad=t_grad, counts=counts)
+                                                  max_nodes=PAPER_MAX_NODES, t_grad=t_grad, counts=counts,
+                                                  warm_start=rule.warm_start)
         return (*gradients, {**counters, "quadrature_checked": False})
     *gradients, counters = _dense_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad,
                                            rule=rule, step_nodes=step_nodes, kronrod_n=kronrod_n, counts=counts)
@@ -105,10 +106,14 @@ class BackwardSweep:
     dL/dt_0), :meth:`solve` integrates [z, a] from t_i through the given output times (the steps never depend on
     them), :meth:`reanchor` resets z to the forward value at t_{i−1} and adds dL/dy_{i−1} to a. The rules add their
     node sums to ``dL_dt0`` and read the counters ``nfe`` and ``steps``.
+
+    ``warm_start``: each backward solve's first step is the last accepted step before it (the forward solve's for
+    the last interval, then the previous backward solve's) instead of the initial-step heuristic
+    (:mod:`gqref.rules`).
     """
 
     def __init__(self, field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
-                 rtol: float, atol: float, t_grad: bool):
+                 rtol: float, atol: float, t_grad: bool, warm_start: bool = False):
         require_vjps(field, ("vjp_y", "vjp_p") + (("vjp_t",) if t_grad else ()))
         self.field, self.params, self.dL_dy = field, params, dL_dy
         self.rtol, self.atol, self.t_grad = rtol, atol, t_grad
@@ -121,6 +126,8 @@ class BackwardSweep:
         self.dL_dt = np.zeros(len(self.t)) if t_grad else None
         self.dL_dt0 = 0.0
         self.nfe = self.steps = 0
+        self.warm_start = warm_start
+        self.first_step = forward.stats.last_step if warm_start else None
 
     def intervals(self) -> range:
         """i for the intervals [t_{i−1}, t_i], the last first."""
@@ -136,7 +143,10 @@ class BackwardSweep:
 
     def solve(self, times: np.ndarray) -> Solution:
         """[z, a] at ``times`` (t_i first, t_{i−1} last), from the current state."""
-        back = solve(self.dynamics, self.state, times, self.params, rtol=self.rtol, atol=self.atol, norm=self.norm)
+        back = solve(self.dynamics, self.state, times, self.params, rtol=self.rtol, atol=self.atol, norm=self.norm,
+                     first_step=self.first_step)
+        if self.warm_start:
+            self.first_step = back.stats.last_step
         self.nfe += back.stats.nfe
         self.steps += back.stats.n_accepted
         return back
@@ -153,10 +163,13 @@ class BackwardSweep:
 
 def _interval_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
                        rtol: float, atol: float, gtol: float, max_nodes: int, t_grad: bool,
-                       counts: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
-    """The paper's rule: its arithmetic is frozen (bit for bit the original implementation; tested).
-    ``counts`` (first interval first) replaces the node rule: the auto rule's reuse of a checked node set."""
-    sweep = BackwardSweep(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad)
+                       counts: list[int] | None = None, warm_start: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """The paper's rule: its arithmetic is frozen (bit for bit the original implementation, when not
+    ``warm_start``; tested). ``counts`` (first interval first) replaces the node rule: the auto rule's reuse of a
+    checked node set."""
+    sweep = BackwardSweep(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad,
+                          warm_start=warm_start)
     t, shape, size = sweep.t, sweep.shape, sweep.size
     dL_dparams = np.zeros(params.size)
     nodes_used = []
@@ -218,7 +231,8 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
                     counts: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     """"auto", "step" and "adaptive": one sweep of backward solves (keeping their dense outputs), then the
     quadrature. ``counts``: the auto rule's first-round Gauß nodes per interval (the paper's)."""
-    sweep = BackwardSweep(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad)
+    sweep = BackwardSweep(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad,
+                          warm_start=rule.warm_start)
     t, shape, size = sweep.t, sweep.shape, sweep.size
     replay = 0
     dense = []

@@ -14,6 +14,11 @@ the same objects. The strings ``"auto"``, ``"interval"``, ``"step"``, ``"adaptiv
 | :class:`AdaptiveRule` | a G3/K7 pair on every backward step, bisected until ``rtol`` | yes |
 
 Why the auto rule is the default, and how it works: :mod:`gqref.panels`.
+
+``warm_start`` (every rule): each adaptive backward solve starts with the last accepted step before it (the forward
+solve's for the last interval, then the previous backward solve's) instead of the initial-step heuristic, which
+costs one evaluation of the backward dynamics per interval. On by default except for :class:`IntervalRule`, whose
+arithmetic stays the original implementation's.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ def _check_tolerances(rule) -> None:
         object.__setattr__(rule, "rtol", positive_float(f"{owner}: rtol (gtol)", rule.rtol))
     object.__setattr__(rule, "atol", non_negative_float(f"{owner}: atol (gatol)", rule.atol))
     object.__setattr__(rule, "max_nodes", count(f"{owner}: max_nodes", rule.max_nodes))
+    _check_warm_start(rule)
+
+
+def _check_warm_start(rule) -> None:
+    object.__setattr__(rule, "warm_start", flag(f"{type(rule).__name__}: warm_start", rule.warm_start))
 
 
 @dataclass(frozen=True)
@@ -47,22 +57,29 @@ class IntervalRule:
     """The paper's rule: n_i = min(⌈C·NFE·Δt_i/(T − t_0)⌉, max_nodes) Gauß–Legendre nodes on interval i.
 
     ``C`` is a node budget, not a tolerance: nothing checks the quadrature error (the paper's figures use C = 0.1).
+    ``warm_start`` is off: the backward solves are the original implementation's, bit for bit.
     """
 
     C: float = PAPER_C
     max_nodes: int = PAPER_MAX_NODES
+    warm_start: bool = False
     name = "interval"
 
     def __post_init__(self):
         object.__setattr__(self, "C", positive_float("IntervalRule: C (gtol)", self.C))
         object.__setattr__(self, "max_nodes", count("IntervalRule: max_nodes", self.max_nodes))
+        _check_warm_start(self)
 
 
 @dataclass(frozen=True)
 class StepRule:
-    """3 Gauß–Legendre nodes on every accepted backward step (no options, no error estimate)."""
+    """3 Gauß–Legendre nodes on every accepted backward step (no error estimate)."""
 
+    warm_start: bool = True
     name = "step"
+
+    def __post_init__(self):
+        _check_warm_start(self)
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class AdaptiveRule:
     rtol: float | None = None
     atol: float = 0.0
     max_nodes: int = REFINEMENT_MAX_NODES
+    warm_start: bool = True
     name = "adaptive"
 
     def __post_init__(self):
@@ -107,6 +125,7 @@ class AutoRule:
       tolerance, in the first round), the next ``recheck_every − 1`` calls on the same field, times and shapes
       use the paper's nodes alone (the paper's cost; ``quadrature_checked`` False, no new estimate); then it
       checks again. Any other outcome, or a smaller node count, checks every call. 1 checks every call.
+    - ``warm_start``: see the module's docstring; a reused check's paper-node sweep starts warm too.
     """
 
     rtol: float | None = None
@@ -115,6 +134,7 @@ class AutoRule:
     strict: bool = False
     C: float = PAPER_C
     recheck_every: int = RECHECK_EVERY
+    warm_start: bool = True
     name = "auto"
 
     def __post_init__(self):

@@ -39,9 +39,13 @@ class Steps:
 
 @dataclass(frozen=True)
 class Stats:
+    """Evaluations of f and steps of one solve. ``last_step``: the size (positive) of an adaptive solve's last
+    accepted step, None on a fixed grid; GQ's backward solve starts from it (:class:`gqref.gq.BackwardSweep`)."""
+
     nfe: int
     n_accepted: int
     n_rejected: int
+    last_step: float | None = None
 
 
 @dataclass(frozen=True)
@@ -279,4 +283,5 @@ def solve(
         how = StepMethod(name=method, tableau=tableau, adaptive=False, nudged=False)
     raise_for_status(int(status), float(direction * s_stop), max_steps=max_steps)
     return Solution(ts=t_given, ys=ys.reshape((len(s_out), *y0.shape)), steps=steps,
-                    stats=Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=int(n_rej)), method=how)
+                    stats=Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=int(n_rej),
+                                last_step=float(abs(steps.hs[-1])) if how.adaptive and n_acc else None), method=how)

@@ -34,11 +34,13 @@ from gqtorch.tableau import TorchTableau
 
 @dataclass
 class StepCounts:
-    """Evaluations of the field and attempted steps, updated as the solve runs."""
+    """Evaluations of the field and attempted steps, updated as the solve runs; ``last_step``: the size of the last
+    accepted step."""
 
     nfe: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
+    last_step: float | None = None
 
 
 def first_nonfinite_stage(k: torch.Tensor) -> int:
@@ -176,6 +178,7 @@ def adaptive_steps(f, y0: torch.Tensor, s_start: float, direction: float, rtol: 
             if on_jump and i_jump < len(jump_t) - 1:
                 i_jump += 1
             counts.n_accepted += 1
+            counts.last_step = dt
             quartic = _LazyQuartic(y, y1, k, tab, h, s_hi, s_end)
             yield AcceptedStep(s0=s_hi, s1=s_end, y0=y, y1=y1, state_at=quartic.state_at, f1=f_next,
                                coefficients=quartic)

@@ -168,7 +168,9 @@ class BacksolveSetup:
     backward solve's tolerances, :class:`~gqtorch.solve.MethodPlan` and callbacks; the output times on the host and
     whether they need a gradient; the statistics to fill in; and ``backward``, the method's sweep
     (``backward(setup, ys, dL_dy, params) -> (dL/dy0, dL/dparams, dL/dt)``). ``rule`` is GQ's quadrature rule;
-    ``seminorm``, ``user_norm`` and ``state_norm`` shape the adjoint's step-control norm.
+    ``seminorm``, ``user_norm`` and ``state_norm`` shape the adjoint's step-control norm. ``forward_last_step``:
+    the forward solve's last accepted step (adaptive methods; set by the forward pass), where GQ's backward solve
+    may start.
     """
 
     func: Callable
@@ -190,6 +192,7 @@ class BacksolveSetup:
     seminorm: bool = False
     user_norm: Callable | None = None
     state_norm: Callable | None = None
+    forward_last_step: float | None = None
 
 
 class BacksolveFunction(torch.autograd.Function):
@@ -205,6 +208,7 @@ class BacksolveFunction(torch.autograd.Function):
         setup.stats.nfe_forward = stats.nfe
         setup.stats.steps_forward = stats.n_accepted
         setup.stats.rejected_forward = stats.n_rejected
+        setup.forward_last_step = stats.last_step
         ctx.setup = setup
         ctx.save_for_backward(ys, *params)
         return ys

@@ -24,6 +24,7 @@ t_{i−1}.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -81,9 +82,13 @@ class BackwardSweep:
     dL/dt_0), :meth:`solve` integrates [z, a] from t_i through the given output times (the steps never depend on
     them), :meth:`reanchor` resets z to the forward value at t_{i−1} and adds dL/dy_{i−1} to a. The rules add their
     node sums to ``dL_dt0`` and read the counters ``nfe`` and ``steps``.
+
+    ``warm_start`` (the rule's, :mod:`gqref.rules`): each adaptive backward solve's first step is the last
+    accepted step before it (the forward solve's for the last interval, then the previous backward solve's), not
+    the initial-step heuristic; an explicit ``adjoint_options["first_step"]`` wins.
     """
 
-    def __init__(self, setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor):
+    def __init__(self, setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, warm_start: bool):
         self.setup, self.ys = setup, ys
         self.field, self.t = setup.field, setup.t_host
         self.size = ys.shape[1]
@@ -99,6 +104,8 @@ class BackwardSweep:
         self.dL_dt = torch.zeros(len(self.t), dtype=self.dtype, device=self.device) if setup.t_grad else None
         self.dL_dt0 = torch.zeros((), dtype=self.dtype, device=self.device)
         self.nfe = self.steps = 0
+        self.warm_start = warm_start and self.tab is not None and plan.adaptive.first_step is None
+        self.first_step = setup.forward_last_step if self.warm_start else None
 
     def intervals(self) -> range:
         """i for the intervals [t_{i−1}, t_i], the last first."""
@@ -132,9 +139,13 @@ class BackwardSweep:
             self.steps += stats.n_accepted
             self.direction = direction
             return back
+        options = setup.back_plan.adaptive if self.first_step is None else \
+            dataclasses.replace(setup.back_plan.adaptive, first_step=self.first_step)
         back, counts = integrate_adaptive(
             self.dynamics, self.state, s_out.tolist(), direction, setup.adjoint_rtol, self.atol, self.norm,
-            self.tab, setup.back_plan.adaptive, record=record, callbacks=setup.back_callbacks)
+            self.tab, options, record=record, callbacks=setup.back_callbacks)
+        if self.warm_start:
+            self.first_step = counts.last_step
         self.nfe += counts.nfe
         self.steps += counts.n_accepted
         self.direction = direction  # of the last solve, for reading its recorded dense output
@@ -167,7 +178,7 @@ def gq_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, pa
                setup.adjoint_atol, setup.t_grad, rule)
     if AUTO_CHECKS.trusted(setup.func, context, counts):  # a recent check found the paper's nodes ample: reuse it
         setup.stats.quadrature_checked = False
-        return interval_backward(setup, ys, dL_dy, params, IntervalRule(C=rule.C), counts)
+        return interval_backward(setup, ys, dL_dy, params, IntervalRule(C=rule.C, warm_start=rule.warm_start), counts)
     setup.stats.refinement = None
     result = dense_backward(setup, ys, dL_dy, params, counts)
     if setup.stats.refinement is not None:  # None: nothing to integrate (no parameters, no time gradient)
@@ -181,7 +192,7 @@ def interval_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tens
     """The paper's rule: n_i Gauß–Legendre nodes per interval as output times of the backward solve (``counts``,
     first interval first, replaces the node rule: the auto rule's reuse of a checked node set)."""
     field, stats, t_grad = setup.field, setup.stats, setup.t_grad
-    sweep = BackwardSweep(setup, ys, dL_dy)
+    sweep = BackwardSweep(setup, ys, dL_dy, rule.warm_start)
     t, size, dtype, device = sweep.t, sweep.size, sweep.dtype, sweep.device
     # the first interval's node sums become the accumulators (no zero-filled P-sized copies); later ones add in place
     dL_dparams: list[torch.Tensor | None] = [None] * len(params)
@@ -229,7 +240,7 @@ def dense_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor,
     so dL/dy0 and dL/dt[1:] are the interval rule's, bit for bit; only the parameter and time integrals differ.
     """
     field, stats, t_grad = setup.field, setup.stats, setup.t_grad
-    sweep = BackwardSweep(setup, ys, dL_dy)
+    sweep = BackwardSweep(setup, ys, dL_dy, setup.rule.warm_start)
     t, size, dtype, device = sweep.t, sweep.size, sweep.dtype, sweep.device
     dense: list[DenseOutput] = []
     for i in sweep.intervals():

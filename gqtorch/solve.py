@@ -268,7 +268,8 @@ def integrate_plan(plan: MethodPlan, field, y_start: torch.Tensor, s_list: list[
         tab = torch_tableau(ADAPTIVE_TABLEAUX[plan.method], dtype, device)
         ys, counts = integrate_adaptive(field, y_start, s_list, direction, rtol, atol, norm, tab, plan.adaptive,
                                         time_shifts, record, callbacks=callbacks, split=getattr(field, "split", None))
-        return ys, Stats(nfe=counts.nfe, n_accepted=counts.n_accepted, n_rejected=counts.n_rejected)
+        return ys, Stats(nfe=counts.nfe, n_accepted=counts.n_accepted, n_rejected=counts.n_rejected,
+                         last_step=counts.last_step)
     if plan.scipy is not None:
         result = scipy_solve(field, y_start, direction * np.asarray(s_list), rtol, atol, plan.scipy)
         raise_for_status(int(result.status), float(direction * result.s_stop), max_steps=0)

@@ -27,7 +27,7 @@ import gqtorch
 from gqref import problems as pr
 from gqref.errors import InputError, QuadratureAccuracyWarning
 from gqref.refinement import QuadratureLimitError
-from gqref.rules import AutoRule, IntervalRule, StepRule, quadrature_rule
+from gqref.rules import AdaptiveRule, AutoRule, IntervalRule, StepRule, quadrature_rule
 from gqref.strategies import cotangents, tolerances
 from tests.test_gqtorch_quadrature import assert_twin, gqref_twin, run
 from tests.test_gqtorch_solve import problems_with_torch_fields, relative_error
@@ -65,7 +65,8 @@ def test_auto_rule_equals_gqref(data, problem):
 
 def test_auto_first_round_is_the_papers_nodes_and_its_kronrod_extension():
     """Where the check passes at once, each interval evaluates max(n_i, 2) Gauß nodes (n_i the paper's) and their
-    Kronrod extension; the estimate bounds the difference from those Gauß sums, the paper's rule on that count."""
+    Kronrod extension; the estimate bounds the difference from those Gauß sums, the paper's rule on that count
+    (on the same, warm-started backward solves)."""
     problem = pr.mlp(6, state_dim=2, t=np.linspace(0, 1, 4))
     dl_dy = np.ones((4, 2))
     paper = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, quadrature="interval",
@@ -76,7 +77,7 @@ def test_auto_first_round_is_the_papers_nodes_and_its_kronrod_extension():
     assert d.quadrature == "auto" and d.quadrature_met
     assert d.nodes == tuple(2 * max(n, 2) + 1 for n in paper.diagnostics.nodes)
     gauss = gqref.gradient(problem.field, problem.y0, problem.t, problem.params, dl_dy, rtol=1e-3, atol=1e-3,
-                           quadrature=IntervalRule(C=(d.nodes[0] // 2) * 3 / d.nfe_forward))
+                           quadrature=IntervalRule(C=(d.nodes[0] // 2) * 3 / d.nfe_forward, warm_start=True))
     assert gauss.diagnostics.nodes == tuple(n // 2 for n in d.nodes)
     # E = |K − G| exactly, up to the roundoff of summing in a different order
     assert np.max(np.abs(auto.dL_dparams - gauss.dL_dparams)) <= d.quadrature_error * (1 + 1e-6) + \
@@ -344,13 +345,13 @@ def test_a_check_with_margin_is_reused_then_repeated():
     # the paper's rule on the checked counts, here 2 per interval (the paper's C = 2/NFE·(number of intervals))
     assert d.nodes == (5, 5, 5)
     paper = gqref.gradient(field, problem.y0, problem.t, problem.params, dl_dy,
-                           quadrature=IntervalRule(C=2 * 3 / d.nfe_forward), rtol=1e-3, atol=1e-3)
+                           quadrature=IntervalRule(C=2 * 3 / d.nfe_forward, warm_start=True), rtol=1e-3, atol=1e-3)
     assert paper.diagnostics.nodes == (2, 2, 2)
     checked = [True]
     for _ in range(8):
         g = gqref.gradient(field, problem.y0, problem.t, problem.params, dl_dy, **kwargs)
         checked.append(g.diagnostics.quadrature_checked)
-        if not g.diagnostics.quadrature_checked:  # a reused call is the paper's rule, bit for bit
+        if not g.diagnostics.quadrature_checked:  # a reused call is the paper's rule (warm-started), bit for bit
             assert g.diagnostics.nodes == paper.diagnostics.nodes and g.diagnostics.quadrature_error is None
             assert np.array_equal(g.dL_dparams, paper.dL_dparams) and np.array_equal(g.dL_dt, paper.dL_dt)
     assert checked == [True, False, False, False, True, False, False, False, True]
@@ -398,3 +399,11 @@ def test_torch_twin_reuses_its_checks_alike():
 def test_rule_fields_are_validated_where_they_are_set(fields, match):
     with pytest.raises(InputError, match=match):
         AutoRule(**fields)
+
+
+@pytest.mark.parametrize("rule", [AutoRule, IntervalRule, StepRule, AdaptiveRule])
+def test_warm_start_is_a_flag_on_every_rule(rule):
+    """Off only for the paper's rule (its backward solves stay the original implementation's)."""
+    assert rule().warm_start is (rule is not IntervalRule)
+    with pytest.raises(InputError, match=f"{rule.__name__}: warm_start"):
+        rule(warm_start="yes")

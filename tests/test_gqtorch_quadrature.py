@@ -248,13 +248,35 @@ def test_interval_rule_defaults_are_the_papers():
 
 @pytest.mark.parametrize("quadrature", ["step", "adaptive", "auto"])
 def test_backward_solves_are_the_interval_rules(quadrature):
-    """Output times never change the steps: dL/dy0 and dL/dt[1:] are the interval rule's, bit for bit."""
+    """Output times never change the steps: dL/dy0 and dL/dt[1:] are the (warm-started) interval rule's, bit for
+    bit."""
     problem = pr.mlp(6, state_dim=3, time_dependent=True, t=[0.0, 0.5, 1.2])
     dl_dy = np.random.default_rng(6).standard_normal((3, 3))
-    interval = run(problem, dl_dy, rtol=1e-6, atol=1e-7, quadrature="interval")
+    interval = run(problem, dl_dy, rtol=1e-6, atol=1e-7, quadrature=gqref.IntervalRule(warm_start=True))
     ours = run(problem, dl_dy, rtol=1e-6, atol=1e-7, quadrature=quadrature)
     assert np.array_equal(ours[0], interval[0]) and np.array_equal(ours[2][1:], interval[2][1:])
     assert ours[3].steps_backward == interval[3].steps_backward
+
+
+def test_warm_start_is_the_forward_last_step_as_first_step():
+    """A warm-started backward solve is the cold one given the forward solve's last accepted step as
+    ``adjoint_options["first_step"]``: same gradients bit for bit, and the probe's evaluation saved."""
+    problem = pr.mlp(6, state_dim=3, time_dependent=True, t=[0.0, 1.2])
+    dl_dy = np.random.default_rng(7).standard_normal((2, 3))
+    twin = Twin(problem, F64)
+    _, forward = gqtorch.odeint(twin, torch.tensor(problem.y0), torch.tensor(problem.t), rtol=1e-6, atol=1e-7,
+                                return_stats=True)
+    reference = gqref.solve(problem.field, problem.y0, problem.t, problem.params, rtol=1e-6, atol=1e-7)
+    # the twins' forward steps agree to roundoff (rtol 1e-6 is far above it, so the controller is not steered by it)
+    assert reference.stats.last_step == abs(reference.steps.hs[-1])
+    assert math.isclose(forward.last_step, reference.stats.last_step, rel_tol=TWIN)
+    kwargs = {"rtol": 1e-6, "atol": 1e-7}
+    warm = run(problem, dl_dy, quadrature=gqref.IntervalRule(warm_start=True), **kwargs)
+    seeded = run(problem, dl_dy, quadrature="interval", adjoint_options={"first_step": forward.last_step}, **kwargs)
+    for x, y in zip(warm[:3], seeded[:3]):
+        assert np.array_equal(x, y)
+    assert warm[3].nfe_backward == seeded[3].nfe_backward and warm[3].nodes == seeded[3].nodes
+    assert warm[3].rule.warm_start and not seeded[3].rule.warm_start
 
 
 def test_adaptive_defaults_and_accuracy():
