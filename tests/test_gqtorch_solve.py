@@ -76,8 +76,10 @@ def test_matches_gqref_step_for_step(problem, tols):
     ys, stats = gqtorch.odeint(torch_field(problem), torch.tensor(problem.y0), torch.tensor(problem.t), rtol=rtol,
                                atol=atol, return_stats=True)
     # Same controller arithmetic on the same error ratios ⇒ the same accepted/rejected sequence; the ratios and
-    # outputs differ only by summation order (BLAS vs sequential loops), a few ulps of the state's scale.
-    assert stats == ref.stats
+    # outputs differ only by summation order (BLAS vs sequential loops), a few ulps of the state's scale. (Not
+    # last_step: near roundoff tolerances those ulps steer the step sizes apart, see assert_twin.)
+    assert (stats.nfe, stats.n_accepted, stats.n_rejected) == (ref.stats.nfe, ref.stats.n_accepted,
+                                                                ref.stats.n_rejected)
     assert ys.dtype == F64 and ys.shape == ref.ys.shape
     assert relative_error(ys.numpy(), ref.ys) <= 1e-10
 
