@@ -47,6 +47,18 @@ def test_bench_gradients_quick_compares_every_method(tmp_path):
         assert all(r["median_s"] > 0 for r in rows)
 
 
+def test_bench_gradients_times_the_chosen_methods(tmp_path):
+    """--methods: those, beside gqtorch's direct (the gradients' reference) and GQ (the ratios' base)."""
+    out = tmp_path / "gradients.json"
+    assert main(["bench", "gradients", "--quick", "--widths", "20", "--tasks", "g1d", "--no-memory",
+                 "--methods", "td-direct,gq-auto", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["records"][0]["methods"]
+    assert [r["method"] for r in rows] == ["direct (gqtorch)", "gq (gqtorch)", "gq auto (gqtorch)",
+                                           "direct (torchdiffeq)"]
+    with pytest.raises(SystemExit, match=r"--methods: unknown \['tdirect'\]"):
+        main(["bench", "gradients", "--quick", "--methods", "tdirect", "--out", str(out)])
+
+
 def test_peak_memory_of_a_step_is_measured_in_a_fresh_process():
     # nested spheres at width 300: the direct method's graph holds ~6 activations of 200×300 floats per
     # evaluation (≈1.4 MB each), so its step needs several MB more as the tolerance (and the NFE) tightens

@@ -31,6 +31,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="gradients only: cpu or cuda[:index] (default cpu)")
     parser.add_argument("--no-memory", action="store_true",
                         help="gradients only: skip the peak-memory measurements (one fresh process each)")
+    parser.add_argument("--methods", type=lambda s: tuple(s.split(",")), default=None,
+                        help="gradients only: comma-separated methods to time (direct, adjoint, seminorm, gq, "
+                             "gq-auto, gq-auto-checked, td-direct, td-adjoint, td-seminorm; gqtorch's direct and "
+                             "gq always run; default all)")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -50,7 +54,9 @@ def main(args: argparse.Namespace) -> int:
     module = importlib.import_module(BENCHMARKS[args.which])
     options = {}
     if args.which == "gradients":
-        options = {"widths": args.widths, "tasks": args.tasks, "memory": not args.no_memory, "device": args.device}
-    elif args.widths is not None or args.tasks is not None or args.no_memory or args.device != "cpu":
-        raise SystemExit("--widths, --tasks, --device and --no-memory: options for `bench gradients` only")
+        options = {"widths": args.widths, "tasks": args.tasks, "memory": not args.no_memory, "device": args.device,
+                   "methods": args.methods}
+    elif args.widths is not None or args.tasks is not None or args.no_memory or args.device != "cpu" or \
+            args.methods is not None:
+        raise SystemExit("--widths, --tasks, --methods, --device and --no-memory: options for `bench gradients` only")
     return module.run(repeats=args.repeats, quick=args.quick, out=out, **options)

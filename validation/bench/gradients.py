@@ -21,7 +21,7 @@ import numpy as np
 from gqref.rules import RECHECK_EVERY
 from gqtorch.memory import PeakMemory
 from validation.bench.memory import measure_in_subprocess
-from validation.bench.steps import GTOL, SEED, TASKS, TOLERANCE, solvers, training_step
+from validation.bench.steps import GTOL, METHOD_KEYS, SEED, TASKS, TOLERANCE, solvers, training_step
 from validation.bench.timing import quick_repeats, start, time_interleaved, torch_threads
 from validation.harness.atomic import write_json_atomic
 
@@ -30,6 +30,7 @@ QUICK_WIDTHS = (20, 50)
 MEMORY_SWEEP = {"task": "nested-spheres", "width": 500, "tolerances": (1e-3, 1e-5, 1e-7)}
 QUICK_MEMORY_SWEEP = {"task": "g1d", "width": 20, "tolerances": (1e-3, 1e-5)}
 REFERENCE = "direct (gqtorch)"
+RATIO_BASE = "gq (gqtorch)"  # the "time / GQ" column's denominator
 # The default GQ checks its nodes on one call in RECHECK_EVERY once a check passed with a wide margin, so a timed
 # sample is a block of that many consecutive training steps, reported per step, for every method alike: a single
 # call would time either a check or a reuse, never the mix that training pays.
@@ -38,9 +39,11 @@ BLOCK = RECHECK_EVERY
 
 
 
-def _time_task(task: str, width: int, repeats: int, device: str = "cpu") -> dict:
+def _time_task(task: str, width: int, repeats: int, device: str = "cpu", methods: tuple[str, ...] | None = None
+               ) -> dict:
     setup = training_step(task, width, device=device)
-    calls = {name: (lambda solve=solve: setup.step(solve)) for name, solve in solvers().items()}
+    timed = set(solvers()) if methods is None else {REFERENCE, RATIO_BASE, *methods}
+    calls = {name: (lambda solve=solve: setup.step(solve)) for name, solve in solvers().items() if name in timed}
     grads = {name: call() for name, call in calls.items()}  # warm-up, and the gradients to compare
     blocks = {name: (lambda call=call: [call() for _ in range(BLOCK)]) for name, call in calls.items()}
     print(f"{task} width {width}: timing …", file=sys.stderr)
@@ -61,7 +64,7 @@ def _time_task(task: str, width: int, repeats: int, device: str = "cpu") -> dict
 
 def _print_timing(record: dict) -> None:
     rows = {r["method"]: r for r in record["methods"]}
-    gq = rows["gq (gqtorch)"]["median_s"]
+    gq = rows[RATIO_BASE]["median_s"]
     print(f"### {record['task']}, width {record['width']}, {record['parameters']:,} parameters\n")
     print(f"| method | median step (blocks of {BLOCK}) | time / GQ | ‖Δ∇θ‖∞/‖∇θ‖∞ vs direct | peak memory |")
     print("|---|---:|---:|---:|---:|")
@@ -93,7 +96,13 @@ def _memory_sweep(sweep: dict) -> list[dict]:
 
 def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_gradients.json"),
         widths: tuple[int, ...] | None = None, tasks: tuple[str, ...] | None = None, memory: bool = True,
-        device: str = "cpu") -> int:
+        device: str = "cpu", methods: tuple[str, ...] | None = None) -> int:
+    """``methods``: short names (:data:`METHOD_KEYS`) to time, beside gqtorch's direct backprop (the gradients'
+    reference) and GQ with the paper's rule (the ratios' base), which always run; default every method."""
+    unknown = sorted(set(methods or ()) - set(METHOD_KEYS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; choose among {', '.join(METHOD_KEYS)}")
+    labels = None if methods is None else tuple(METHOD_KEYS[m] for m in methods)
     widths = widths or (QUICK_WIDTHS if quick else WIDTHS)
     tasks = tasks or TASKS
     repeats = quick_repeats(repeats, quick)
@@ -105,7 +114,7 @@ def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_
     with torch_threads(1):
         for task in tasks:
             for width in widths:
-                record = _time_task(task, width, repeats, device)
+                record = _time_task(task, width, repeats, device, labels)
                 if memory and device == "cpu":
                     for row in record["methods"]:
                         row.update(measure_in_subprocess(task, width, row["method"], TOLERANCE))
@@ -115,6 +124,7 @@ def run(repeats: int = 20, quick: bool = False, out: Path = Path("results/bench_
     sweep_rows = _memory_sweep(QUICK_MEMORY_SWEEP if quick else MEMORY_SWEEP) if memory and device == "cpu" else []
     write_json_atomic(out, {"benchmark": "gradients", "environment": env, "device": device, "records": records,
                             "memory_sweep": sweep_rows,
-                            "settings": {"repeats": repeats, "tolerance": TOLERANCE, "gtol": GTOL, "seed": SEED}})
+                            "settings": {"repeats": repeats, "tolerance": TOLERANCE, "gtol": GTOL, "seed": SEED,
+                                         "methods": list(labels) if labels else None}})
     print(f"results written to {out}")
     return 0

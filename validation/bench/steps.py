@@ -21,6 +21,14 @@ SEED = 0
 NESTED_SPHERES_BATCH = 200
 
 
+# short names for ``bench gradients --methods`` → the labels of :func:`solvers`
+METHOD_KEYS = {
+    "direct": "direct (gqtorch)", "adjoint": "adjoint (gqtorch)", "seminorm": "seminorm (gqtorch)",
+    "gq": "gq (gqtorch)", "gq-auto": "gq auto (gqtorch)", "gq-auto-checked": "gq auto, checked every call (gqtorch)",
+    "td-direct": "direct (torchdiffeq)", "td-adjoint": "adjoint (torchdiffeq)", "td-seminorm": "seminorm (torchdiffeq)",
+}
+
+
 def solvers(tolerance: float = TOLERANCE) -> dict[str, Callable]:
     """Method label → solve(func, y0, t), every one at rtol = atol = ``tolerance``."""
     opts = {"rtol": tolerance, "atol": tolerance}

@@ -428,14 +428,14 @@ def write_report(results: Path, out: Path | None = None) -> Report:
         figures += group_figures
         lines += [f"![{p.stem}]({p.name})" for p in group_figures] + [""]
     for k, (path, toy) in enumerate(loaded.toy):
-        figures.append(_toy_section(lines, path, toy, results, out, k))
+        figures.append(toy_section(lines, path, toy, results, out, k))
     report_path = out / REPORT_NAME
     write_text_atomic(report_path, "\n".join(lines).rstrip() + "\n")
     return Report(report_path, figures, groups, len(loaded.training), len(loaded.unfinished), len(loaded.invalid),
                   len(loaded.toy))
 
 
-def _toy_section(lines: list[str], path: Path, toy: dict, results: Path, out: Path, index: int) -> Path:
+def toy_section(lines: list[str], path: Path, toy: dict, results: Path, out: Path, index: int) -> Path:
     """Append the toy experiment's summary to ``lines``; draw its figure."""
     from validation.report import plots
     from validation.tasks.toy_gradient import summarize, summary_table

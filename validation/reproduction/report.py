@@ -204,7 +204,7 @@ def write(results: Path, out: Path | None = None, runs: list[Run] | None = None)
     if found.toy:
         lines += [f"**The paper (toy):** {PAPER[TOY]}", ""]
     for k, (path, toy) in enumerate(found.toy):
-        generic._toy_section(lines, path, toy, results, out, k)
+        generic.toy_section(lines, path, toy, results, out, k)
     missing = sorted(planned - {g.task for g in groups} - ({TOY} if found.toy else set()))
     if missing:
         lines += ["## Not yet run", "", "No complete run yet for: " + ", ".join(missing) + ".", ""]
