@@ -61,7 +61,7 @@ from gqref.refinement import DEFAULT_KRONROD_N, integrate_panels
 from gqref.rules import PAPER_MAX_NODES, STEP_NODES, AdaptiveRule, AutoRule, IntervalRule, Rule, StepRule
 from gqref.solve import Solution, solve
 
-__all__ = ["BackwardSweep", "gq_gradient"]
+__all__ = ["BackwardSweep", "gq_gradient", "warm_step"]
 
 
 
@@ -144,7 +144,7 @@ class BackwardSweep:
     def solve(self, times: np.ndarray) -> Solution:
         """[z, a] at ``times`` (t_i first, t_{i−1} last), from the current state."""
         back = solve(self.dynamics, self.state, times, self.params, rtol=self.rtol, atol=self.atol, norm=self.norm,
-                     first_step=self.first_step)
+                     first_step=warm_step(self.first_step, times))
         if self.warm_start:
             self.first_step = back.stats.last_step
         self.nfe += back.stats.nfe
@@ -159,6 +159,13 @@ class BackwardSweep:
         if self.t_grad:
             self.dL_dt[0] = self.dL_dt0 if time_integral is None else self.dL_dt0 + time_integral
         return self.dL_dt
+
+
+def warm_step(step: float | None, times) -> float | None:
+    """A warm start's first step for the backward solve through ``times``: at most the interval's length, since steps
+    are never cut at the last output and a step carried over from a longer interval would evaluate the field far
+    beyond t_{i−1} (where it may not even be defined)."""
+    return None if step is None else min(step, abs(float(times[-1]) - float(times[0])))
 
 
 def _interval_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy: np.ndarray, *,
@@ -238,7 +245,8 @@ def _dense_gradient(field: VectorField, forward: Solution, params: np.ndarray, d
     dense = []
     for i in sweep.intervals():
         sweep.incoming(i)
-        # the same steps and end state as the interval rule's solve: output times never change the steps
+        # the same steps and end state as the interval rule's solve with the same warm_start: output times never
+        # change the steps
         back = sweep.solve(np.array([t[i], t[i - 1]]))
         dense.append(dense_output(sweep.dynamics, back, params))
         replay += dense[-1].nfe

@@ -35,10 +35,11 @@ The algorithm (one round evaluates every pending panel; a twin does it in batche
 Reuse across calls (:class:`CheckMemory`). Training differentiates the same field thousands of times while it
 changes slowly. When a check passes in its first round with E ≤ 0.1 × its tolerance
 (:data:`gqref.rules.REUSE_MARGIN`), the next ``AutoRule.recheck_every − 1`` calls on the same field, output times,
-shapes and settings evaluate only those Gauß nodes (the paper's rule with the checked counts, at the paper's cost)
-and report ``quadrature_checked = False``; then a full check runs again. A check that needed refinement, fewer nodes
-than were checked, or any change of context means a full check on the next call. Measured on g1d and nested
-spheres at tol 1e-3 (docs/benchmarks.md): a full check costs 1.04–1.55× the paper's rule, the default 0.85–1.13×.
+shapes and settings evaluate only those Gauß nodes (the paper's rule with the checked counts, at the paper's cost
+or less: those solves start warm) and report ``quadrature_checked = False``; then a full check runs again. A
+check that needed refinement, fewer nodes than were checked, or any change of context means a full check on the
+next call. Measured on g1d and nested spheres at tol 1e-3 (docs/benchmarks.md): a full check costs 1.04–1.55×
+the paper's rule, the default 0.85–1.13×.
 
 The panel logic here (panels, node times, splits, the budget, the driver :func:`refine`) is backend-free and
 shared with gqtorch; only the panel sums and the stop test are per backend (:class:`NumpyPanelSums` here,

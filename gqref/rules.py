@@ -123,8 +123,9 @@ class AutoRule:
     - ``recheck_every``: training calls GQ thousands of times on a field that changes slowly. When a check on a
       field found the paper's nodes accurate with a wide margin (the error ≤ :data:`REUSE_MARGIN` × its
       tolerance, in the first round), the next ``recheck_every − 1`` calls on the same field, times and shapes
-      use the paper's nodes alone (the paper's cost; ``quadrature_checked`` False, no new estimate); then it
-      checks again. Any other outcome, or a smaller node count, checks every call. 1 checks every call.
+      use the paper's nodes alone (the paper's cost, less a warm start's saving; ``quadrature_checked`` False, no
+      new estimate); then it checks again. Any other outcome, or a smaller node count, checks every call. 1 checks
+      every call.
     - ``warm_start``: see the module's docstring; a reused check's paper-node sweep starts warm too.
     """
 

@@ -40,7 +40,9 @@ class Steps:
 @dataclass(frozen=True)
 class Stats:
     """Evaluations of f and steps of one solve. ``last_step``: the size (positive) of an adaptive solve's last
-    accepted step, None on a fixed grid; GQ's backward solve starts from it (:class:`gqref.gq.BackwardSweep`)."""
+    accepted step that was not cut short to end on a prescribed time (``step_t``, ``jump_t``, or the scipy
+    controller's last output), else of its last step; None on a fixed grid. GQ's backward solve starts from it
+    (:class:`gqref.gq.BackwardSweep`)."""
 
     nfe: int
     n_accepted: int
@@ -260,6 +262,8 @@ def solve(
             max_steps, tab.a, tab.b, tab.c, tab.e, tab.b_mid, tableau.fsal, fit_matrix(), min_step, max_step, step_t,
             jump_t,
         )
+        cut_at = np.concatenate([step_t, jump_t] + ([s_out[-1:]] if control.kind == SCIPY else []))
+        last_step = last_free_step(steps_ts[:n_acc, 0], steps_ts[:n_acc, 1], cut_at)
         steps = Steps(ts=direction * steps_ts[:, 0], hs=direction * steps_ts[:, 1],
                       ys=steps_ys.reshape((-1, *y0.shape)), error_ratios=steps_ts[:, 2].copy(),
                       jumps=steps_ts[:, 3] != 0.0)
@@ -277,11 +281,22 @@ def solve(
         status, s_stop, ys, nfe, n_acc, grid = (result.status, result.s_stop, result.ys, result.nfe, result.n_steps,
                                                 result.grid)
         n_rej = 0
+        last_step = None
         steps = Steps(ts=direction * grid[1:n_acc + 1], hs=direction * np.diff(grid[: n_acc + 1]),
                       ys=result.steps_ys.reshape((-1, *y0.shape)), error_ratios=np.full(n_acc, np.nan))
         tableau = FIXED_GRID_TABLEAUX.get(method)
         how = StepMethod(name=method, tableau=tableau, adaptive=False, nudged=False)
     raise_for_status(int(status), float(direction * s_stop), max_steps=max_steps)
     return Solution(ts=t_given, ys=ys.reshape((len(s_out), *y0.shape)), steps=steps,
-                    stats=Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=int(n_rej),
-                                last_step=float(abs(steps.hs[-1])) if how.adaptive and n_acc else None), method=how)
+                    stats=Stats(nfe=int(nfe), n_accepted=int(n_acc), n_rejected=int(n_rej), last_step=last_step),
+                    method=how)
+
+
+def last_free_step(ends: np.ndarray, sizes: np.ndarray, cut_at: np.ndarray) -> float | None:
+    """The size of the last accepted step that does not end on a time in ``cut_at`` (where a step is cut short),
+    else of the last step; None without steps. Solver time: ``ends`` and ``cut_at`` compare exactly, as a cut step
+    ends on the prescribed time itself."""
+    if sizes.size == 0:
+        return None
+    free = np.flatnonzero(~np.isin(ends, cut_at))
+    return float(abs(sizes[free[-1]] if free.size else sizes[-1]))

@@ -35,12 +35,14 @@ from gqtorch.tableau import TorchTableau
 @dataclass
 class StepCounts:
     """Evaluations of the field and attempted steps, updated as the solve runs; ``last_step``: the size of the last
-    accepted step."""
+    accepted step not cut short to end on a ``step_t``/``jump_t`` time, else of the last step (as gqref's
+    ``Stats.last_step``); ``free_step``: whether an accepted step was not cut."""
 
     nfe: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
     last_step: float | None = None
+    free_step: bool = False
 
 
 def first_nonfinite_stage(k: torch.Tensor) -> int:
@@ -178,7 +180,10 @@ def adaptive_steps(f, y0: torch.Tensor, s_start: float, direction: float, rtol: 
             if on_jump and i_jump < len(jump_t) - 1:
                 i_jump += 1
             counts.n_accepted += 1
-            counts.last_step = dt
+            if not (on_step or on_jump):
+                counts.last_step, counts.free_step = dt, True
+            elif not counts.free_step:
+                counts.last_step = dt
             quartic = _LazyQuartic(y, y1, k, tab, h, s_hi, s_end)
             yield AcceptedStep(s0=s_hi, s1=s_end, y0=y, y1=y1, state_at=quartic.state_at, f1=f_next,
                                coefficients=quartic)

@@ -35,6 +35,7 @@ from gqref.arguments import flag
 from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL
 from gqref.dense import step_panels
 from gqref.errors import InputError, NonFiniteFieldError
+from gqref.gq import warm_step
 from gqref.panels import AUTO_CHECKS, first_round_counts, interval_panels, refine
 from gqref.refinement import DEFAULT_KRONROD_N
 from gqref.rules import (
@@ -85,7 +86,8 @@ class BackwardSweep:
 
     ``warm_start`` (the rule's, :mod:`gqref.rules`): each adaptive backward solve's first step is the last
     accepted step before it (the forward solve's for the last interval, then the previous backward solve's), not
-    the initial-step heuristic; an explicit ``adjoint_options["first_step"]`` wins.
+    the initial-step heuristic (at most the interval's length: :func:`gqref.gq.warm_step`); a ``first_step`` in
+    ``adjoint_options`` (or inherited from ``options``) wins.
     """
 
     def __init__(self, setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, warm_start: bool):
@@ -139,8 +141,9 @@ class BackwardSweep:
             self.steps += stats.n_accepted
             self.direction = direction
             return back
-        options = setup.back_plan.adaptive if self.first_step is None else \
-            dataclasses.replace(setup.back_plan.adaptive, first_step=self.first_step)
+        first_step = warm_step(self.first_step, times)
+        options = setup.back_plan.adaptive if first_step is None else \
+            dataclasses.replace(setup.back_plan.adaptive, first_step=first_step)
         back, counts = integrate_adaptive(
             self.dynamics, self.state, s_out.tolist(), direction, setup.adjoint_rtol, self.atol, self.norm,
             self.tab, options, record=record, callbacks=setup.back_callbacks)
@@ -236,8 +239,9 @@ def dense_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor,
                    counts: list[int] | None = None):
     """"step" and "adaptive": one sweep of backward solves recording their dense outputs, then the quadrature.
 
-    The backward solves and the re-anchoring are those of the interval rule (output times never change the steps),
-    so dL/dy0 and dL/dt[1:] are the interval rule's, bit for bit; only the parameter and time integrals differ.
+    The backward solves and the re-anchoring are those of the interval rule with the same ``warm_start`` (output
+    times never change the steps), so dL/dy0 and dL/dt[1:] are that rule's, bit for bit; only the parameter and
+    time integrals differ.
     """
     field, stats, t_grad = setup.field, setup.stats, setup.t_grad
     sweep = BackwardSweep(setup, ys, dL_dy, setup.rule.warm_start)

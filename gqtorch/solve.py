@@ -330,7 +330,8 @@ def _solve_until_event(plan: MethodPlan, field: FlatField, flat: torch.Tensor, t
     ys = (tuple(block.reshape(2, *shape) for block, shape in zip(ys.split(field.sizes, dim=1), field.shapes))
           if field.is_tuple else ys.reshape(2, *field.shapes[0]))
     if return_stats:
-        return event_t, ys, Stats(nfe=counts.nfe, n_accepted=counts.n_accepted, n_rejected=counts.n_rejected)
+        return event_t, ys, Stats(nfe=counts.nfe, n_accepted=counts.n_accepted, n_rejected=counts.n_rejected,
+                                  last_step=counts.last_step)
     return event_t, ys
 
 

@@ -279,6 +279,47 @@ def test_warm_start_is_the_forward_last_step_as_first_step():
     assert warm[3].rule.warm_start and not seeded[3].rule.warm_start
 
 
+class Decay(torch.nn.Module):
+    """y' = −θ·y, recording each attempted backward step as (t0, dt)."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.tensor(0.7, dtype=F64))
+        self.attempts = []
+
+    def forward(self, t, y):
+        return -self.theta * y
+
+    def callback_step_adjoint(self, t0, y0, dt):
+        self.attempts.append((float(t0), abs(float(dt))))
+
+
+def test_warm_start_is_at_most_the_interval():
+    """A step carried from a long interval into a short one is cut to the short one's length (steps are never cut
+    at the last output, so an uncut one would evaluate the field far before t_0)."""
+    func = Decay()
+    t = torch.tensor([0.0, 1e-3, 2.0], dtype=F64)
+    ys = gqtorch.odeint_adjoint_gq(func, torch.tensor([1.0, 2.0], dtype=F64), t, rtol=1e-6, atol=1e-8)
+    ys.sum().backward()
+    long_steps = [dt for t0, dt in func.attempts if t0 > 1e-3]
+    first_short = next(dt for t0, dt in func.attempts if t0 == 1e-3)
+    assert long_steps[-1] > 1e-3 and first_short == 1e-3
+
+
+@pytest.mark.parametrize("cut", ["step_t", "jump_t"])
+def test_last_step_is_the_last_uncut_one(cut):
+    """A step cut short to end on a step_t/jump_t time says little about the step size the solve wants, so
+    ``last_step`` (where a warm start begins) is the last step not cut; the same in both twins."""
+    problem = pr.mlp(6, state_dim=3, time_dependent=True, t=[0.0, 1.2])
+    reference = gqref.solve(problem.field, problem.y0, problem.t, problem.params, rtol=1e-6, atol=1e-7,
+                            options={cut: [1.2]})
+    assert reference.steps.ts[-1] == 1.2  # the last step was cut to end on the prescribed time
+    assert reference.stats.last_step == abs(reference.steps.hs[-2]) != abs(reference.steps.hs[-1])
+    _, ours = gqtorch.odeint(Twin(problem, F64), torch.tensor(problem.y0), torch.tensor(problem.t), rtol=1e-6,
+                             atol=1e-7, options={cut: torch.tensor([1.2], dtype=F64)}, return_stats=True)
+    assert math.isclose(ours.last_step, reference.stats.last_step, rel_tol=TWIN)
+
+
 def test_adaptive_defaults_and_accuracy():
     """gtol defaults to the adjoint rtol; at a tight adjoint tolerance the gradient meets it against the truth."""
     a_val, z0_val, big_t = 0.2, 10.0, 10.0  # the paper's toy dz/dt = a·z, L = z(T)²

@@ -173,6 +173,8 @@ ALLOWED: dict[str, str] = {
     "gqref.solve.StepMethod": "how to replay a solve (gqref.dense); gqtorch records its dense output instead",
     "gqref.solve.prepare_field": KERNEL + " (picks the compiled or the Python kernel)",
     "gqref.solve.run_kernel": KERNEL + " (runs one of its two speeds, the field bound in)",
+    "gqref.solve.last_free_step": "reads Stats.last_step off the kernel's step records; gqtorch.adaptive keeps it "
+                                  "step by step (StepCounts)",
     "gqref.arguments.finite_array": NUMPY_ARGS,
     "gqref.arguments.monotone_times": NUMPY_ARGS,
     "gqref.arguments.non_negative_float": NUMPY_ARGS,
