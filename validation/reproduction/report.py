@@ -167,6 +167,13 @@ def _rates(group: generic.GroupSummary, complete: list[tuple[Path, dict, Run]]) 
     return ", ".join(f"W = {w}: {' / '.join(sorted(r))}" for w, r in sorted(rates.items()))
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (no machine's absolute path in a committed report)."""
+    root = HERE.parent.parent
+    resolved = path.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
+
+
 def write(results: Path, out: Path | None = None, runs: list[Run] | None = None) -> Path:
     """Write ``report.md`` and its PNGs into ``out`` (default: this package's folder); its path."""
     results = Path(results)
@@ -181,10 +188,12 @@ def write(results: Path, out: Path | None = None, runs: list[Run] | None = None)
     groups = merged_groups(found.complete, results)
     planned = {r.task for r in runs}
     lines = ["# Reproduction report", "",
-             f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from `{results}` by "
+             f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from `{_shown(results)}` by "
              f"`python -m validation reproduce --report-only`: {len(found.complete)} of "
              f"{sum(1 for r in runs if r.task != TOY)} training runs complete, {len(found.partial)} partial, "
              f"{len(found.toy)} toy-gradient sweep(s). Norcliffe & Deisenroth, TMLR 2023, is \"the paper\".", "",
+             "What the numbers say, and the investigation of any disagreement: the Findings in "
+             "[README.md](README.md#findings-the-grid-of-2026-11-30).", "",
              "Mean ± sample standard deviation (n − 1) over seeds. Training time: the sum of the epoch times "
              "(training loop only). NFE: mean field evaluations per batch. `gq` is the paper's rule (interval "
              "quadrature, C = 0.1), `gq-auto` the library's default error-controlled rule. \"Agree\": every "
