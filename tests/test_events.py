@@ -530,11 +530,9 @@ def test_gqref_event_near_torchdiffeqs():
 def test_gqtorch_solver_and_gqref_event_times_agree(direction, problem):
     """gqtorch's own dopri5 steps (adaptive_steps) against gqref's solve: ≤ 1e-10 at rtol = 1e-9 (the step sizes
     differ by the error estimate's rounding, which moves the states by far less than the solve's error)."""
-    adaptive = pytest.importorskip("gqtorch.adaptive")
-    if not hasattr(adaptive, "adaptive_steps"):
-        pytest.skip("gqtorch.adaptive has no adaptive_steps yet")
     from gqref.adaptive import AdaptiveOptions
     from gqref.tableau import DOPRI5
+    from gqtorch import adaptive
     from gqtorch.controller import rms_norm
     from gqtorch.tableau import torch_tableau
 
@@ -626,9 +624,6 @@ def test_odeint_event_on_gqtorch_steps_matches_gqref_discrete_gradient(problem):
     """gqtorch's steps (adaptive_steps, sizes frozen under backprop) + odeint_event against gqref's event time and
     its implicit gradient with the discrete derivative: the same map up to the step sizes' rounding (≤ 1e-10 in
     t*, 1e-7 relative in the gradient at rtol = 1e-9)."""
-    adaptive = pytest.importorskip("gqtorch.adaptive")
-    if not hasattr(adaptive, "adaptive_steps"):
-        pytest.skip("gqtorch.adaptive has no adaptive_steps yet")
     rtol, atol = 1e-9, 1e-11
     for reverse_time in (False, True):
         func = Spiral() if problem == "spiral" else Forced()
@@ -669,30 +664,11 @@ def test_lazily_fitted_dense_output_keeps_its_graph():
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# through gqtorch.odeint (once it takes event_fn)
-
-
-def _gqtorch_odeint_takes_events() -> bool:
-    import gqtorch
-
-    try:
-        gqtorch.odeint(lambda t, y: -y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
-                       event_fn=lambda t, y: y[0] - 0.5)
-    except InputError as error:
-        if "event_fn" in str(error):
-            return False
-        raise
-    return True
-
-
-@pytest.fixture(scope="module")
-def gqtorch_events():
-    if not _gqtorch_odeint_takes_events():
-        pytest.skip("gqtorch.odeint does not take event_fn yet")
+# through gqtorch.odeint
 
 
 @pytest.mark.parametrize("direction", [1.0, -1.0])
-def test_gqtorch_odeint_event_matches_gqref(gqtorch_events, direction):
+def test_gqtorch_odeint_event_matches_gqref(direction):
     """gqtorch.odeint(event_fn=…) against gqref.events on the same problem: ≤ 1e-10 at rtol = 1e-9 (see
     test_gqtorch_solver_and_gqref_event_times_agree), and the state there."""
     import gqtorch
@@ -710,7 +686,7 @@ def test_gqtorch_odeint_event_matches_gqref(gqtorch_events, direction):
     torch.testing.assert_close(solution[0], y0, rtol=0, atol=0)
 
 
-def test_gqtorch_odeint_event_near_torchdiffeq(gqtorch_events):
+def test_gqtorch_odeint_event_near_torchdiffeq():
     import gqtorch
 
     for direction in (1.0, -1.0):
@@ -758,11 +734,11 @@ def test_closed_forms_through_torchdiffeq_interface(reverse_time):
 
 
 @pytest.mark.parametrize("reverse_time", [False, True])
-def test_closed_forms_through_gqtorch(gqtorch_events, reverse_time):
+def test_closed_forms_through_gqtorch(reverse_time):
     _closed_forms(None, reverse_time)
 
 
-def test_gqtorch_gradients_match_gqref_discrete(gqtorch_events):
+def test_gqtorch_gradients_match_gqref_discrete():
     """Backprop through gqtorch (steps frozen) and gqref's discrete gradient differentiate the same map up to the
     step sizes' rounding differences: 1e-7 relative at rtol = 1e-9."""
     rtol, atol = 1e-9, 1e-11
