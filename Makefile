@@ -27,11 +27,12 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/python -m validation demo
 
+# -n auto: one pytest-xdist worker per core (tests/conftest.py gives each one torch thread)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 test-all: $(STAMP)
-	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -m "slow or not slow"
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n auto -m "slow or not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

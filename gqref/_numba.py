@@ -18,7 +18,9 @@ from typing import NamedTuple
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
 
 import numba
+from numba import types
 from numba.core.registry import CPUDispatcher
+from numba.experimental.function_type import _get_wrapper_address
 from numba.extending import register_jitable
 
 # IEEE semantics (no fastmath) so compiled and plain runs agree bit for bit; numpy's error model so a division
@@ -33,16 +35,51 @@ jitable = register_jitable(inline="always")
 class Kernel(NamedTuple):
     python: Callable
     compiled: Callable
+    first_class: Callable
 
 
 def kernel(source: Callable) -> Kernel:
-    """Both speeds of one kernel source.
+    """The speeds of one kernel source: plain Python, and compiled in two ways.
 
-    Kernels take the field's compiled function as an argument, and numba keys its on-disk cache on that function's
-    identity (an address that changes every process), so caching a kernel never hits and only fills the cache
-    directory: kernels compile once per process and field instead (seconds); fields themselves are cached.
+    ``first_class`` takes the field as a first-class function (:class:`FirstClassField`): numba types it by its
+    signature alone, so this kernel compiles once for every field of that signature and its on-disk cache hits in
+    the next process. ``compiled`` takes the field's dispatcher itself (through :func:`bind_field`): numba types
+    that by the field's identity, so it compiles once per process and field (seconds each) and is never cached;
+    it serves fields whose compiled signature does not fit the first-class one (:func:`first_class_field`).
     """
-    return Kernel(python=source, compiled=numba.njit(**{**NUMBA_OPTIONS, "cache": False})(source))
+    return Kernel(python=source, compiled=numba.njit(**{**NUMBA_OPTIONS, "cache": False})(source),
+                  first_class=numba.njit(**NUMBA_OPTIONS)(source))
+
+
+class FirstClassField(types.WrapperAddressProtocol):
+    """A compiled field as numba's first-class function of one signature (the address of its compiled code)."""
+
+    def __init__(self, signature, address: int):
+        self._signature, self._address = signature, address
+
+    def signature(self):
+        return self._signature
+
+    def __wrapper_address__(self) -> int:
+        return self._address
+
+
+@cache
+def first_class_field(f: Callable, state_type, params_type, in_place: bool) -> FirstClassField | None:
+    """``f`` compiled for (t, state, params[, out]) as a first-class function, or None if its compiled signature
+    does not fit (it returns another array type, or fails to compile for these types: then the caller binds it,
+    and numba's own error, if any, comes from there)."""
+    args = (types.float64, state_type, params_type) + ((state_type,) if in_place else ())
+    returns = types.none if in_place else state_type
+    try:
+        f.compile(args)
+        compiled = f.overloads[args]
+    except Exception:  # any compile error: the bound path reports it in numba's own words
+        return None
+    if compiled.signature.return_type != returns:
+        return None
+    signature = returns(*args)
+    return FirstClassField(signature, _get_wrapper_address(f, signature))
 
 
 @cache

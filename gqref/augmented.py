@@ -91,4 +91,4 @@ def backward_dynamics(field: VectorField, shape: tuple[int, ...], full: bool, ti
         f = _compiled_dynamics(field.f, vjp_t, field.vjp_y, field.vjp_p, full)
     else:
         f = _python_dynamics(field, shape, full, time)
-    return VectorField(f=f, name=f"{'adjoint' if full else 'gq'}-backward({field.name})")
+    return VectorField(f=f, name=f"{'adjoint' if full else 'gq'}-backward({field.name})", specialize=field.specialize)

@@ -161,7 +161,8 @@ def dense_output(field: VectorField, solution: Solution, params: np.ndarray) -> 
     f, variant = prepare_field(field, y0, float(ts[0]), params, in_place=True)
     status, coeffs, ends, nfe = run_kernel(
         REFIT, variant, f, params, direction, y0, starts, sizes, np.asarray(jumps, dtype=np.bool_), tab.a,
-        tab.b, tab.c, tab.e, tab.b_mid, how.tableau.fsal, NUDGE_STATE if how.nudged else NUDGE_NONE, fit_matrix())
+        tab.b, tab.c, tab.e, tab.b_mid, how.tableau.fsal, NUDGE_STATE if how.nudged else NUDGE_NONE, fit_matrix(),
+        state_dtype=y0.dtype)
     raise_for_status(int(status), float(ts[0]), max_steps=len(sizes))
     if not np.array_equal(ends, solution.steps.ys.reshape(len(sizes), -1)):
         raise InputError(f"replaying the recorded steps does not reproduce them: dense_output needs the "

@@ -34,7 +34,14 @@ from gqref.errors import InputError, NonFiniteFieldError
 
 @dataclass(frozen=True)
 class VectorField:
-    """A right-hand side and (optionally) its VJPs; see the module docstring for the signatures."""
+    """A right-hand side and (optionally) its VJPs; see the module docstring for the signatures.
+
+    ``specialize`` (compiled fields): compile the solver's kernels around this field, its code inlined, instead of
+    calling it as a first-class function. Solves of small states run ~10–15% faster, but each (kernel, field)
+    pair then compiles in every process (seconds to tens of seconds each) and is never cached on disk; by default
+    the kernels compile once for every field of the same signature and are cached (:func:`gqref._numba.kernel`).
+    Fields derived from this one (the backward dynamics) inherit it.
+    """
 
     f: Callable
     vjp_t: Callable | None = None
@@ -42,12 +49,15 @@ class VectorField:
     vjp_p: Callable | None = None
     name: str = ""
     f_into: Callable | None = dataclass_field(default=None, repr=False)  # set from an in-place f, see the module
+    specialize: bool = False
 
     def __post_init__(self):
         for role in ("f", "vjp_t", "vjp_y", "vjp_p", "f_into"):
             function = getattr(self, role)
             if function is not None and not callable(function):
                 raise InputError(f"VectorField.{role} must be callable, got {type(function).__name__}")
+        if not isinstance(self.specialize, bool):
+            raise InputError(f"VectorField.specialize must be True or False, got {self.specialize!r}")
         if self.f_into is None and writes_into(self.f):
             object.__setattr__(self, "f_into", self.f)  # frozen: set once, here
             object.__setattr__(self, "f", returning_form(self.f))
@@ -156,7 +166,8 @@ def call_into(f, t, y, p, out):
 @overload(call_into, inline="always")
 def _call_into_compiled(f, t, y, p, out):
     # decided at compile time from the field's own signature: the in-place form writes straight into out
-    if isinstance(f, types.Dispatcher) and writes_into(f.dispatcher.py_func):
+    if (isinstance(f, types.Dispatcher) and writes_into(f.dispatcher.py_func)) or \
+            (isinstance(f, types.FunctionType) and len(f.signature.args) == 4):
         def into(f, t, y, p, out):
             f(t, y, p, out)
         return into

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from gqref._numba import Kernel, bind_field
+from gqref._numba import Kernel, bind_field, first_class_field
 from gqref.adaptive import ADAPTIVE, DEFAULT_MAX_STEPS, AdaptiveOptions, adaptive_options
 from gqref.arguments import count, finite_array, monotone_times, optional_positive_float, positive_float, tolerance
 from gqref.controller import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY, Controller, ErrorNorm, as_controller, as_norm
 from gqref.errors import InputError, raise_for_status
-from gqref.field import VectorField, as_field, complex_output, flat_python_function
+from gqref.field import VectorField, as_field, complex_output, flat_python_function, writes_into
 from gqref.fixed_grid import FIXED_METHODS, FIXED_OPTIONS, fixed_options, solve_fixed
 from gqref.interp import fit_matrix
 from gqref.tableau import ADAPTIVE_TABLEAUX, DOPRI5, FIXED_GRID_TABLEAUX, Tableau, float_tableau
@@ -107,7 +108,8 @@ def _params(params) -> np.ndarray:
 
 def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndarray, *, in_place: bool = False
                   ) -> tuple[Callable, object]:
-    """(the f a kernel should call, the kernel variant): compiled fields run compiled, others as Python.
+    """(the f a kernel should call, the kernel variant): compiled fields run compiled ("specialized" when the field
+    asks for kernels of its own: :class:`gqref.VectorField`), others as Python.
 
     ``in_place``: the caller is a compiled kernel that evaluates through :func:`gqref.field.evaluate`, which calls
     an in-place field with its output row; anything else gets the returning form."""
@@ -122,7 +124,7 @@ def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndar
                 raise InputError(f"field.f returned shape {probe.shape} at t = {t0!r}; expected the state's "
                                  f"{y0.shape}")
             _PROBED.add((field.f, y0.shape, y0.dtype, params.shape))
-        return (field.f_into or field.f) if in_place else field.f, "compiled"
+        return (field.f_into or field.f) if in_place else field.f, "specialized" if field.specialize else "compiled"
     return flat_python_function(field.f, y0.shape, y0.dtype, "f"), "python"
 
 
@@ -131,11 +133,19 @@ def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndar
 _PROBED: set[tuple] = set()
 
 
-def run_kernel(kernel: Kernel, variant: str, f: Callable, *args):
-    """One of a kernel's two speeds on field ``f``; the compiled one with ``f`` bound in (see bind_field)."""
+def run_kernel(kernel: Kernel, variant: str, f: Callable, params: np.ndarray, *args, state_dtype: np.dtype):
+    """One of a kernel's speeds on field ``f``: plain Python; compiled with ``f`` as a first-class function; or
+    compiled with ``f`` bound in ("specialized", or where its signature does not fit the first-class one):
+    :func:`gqref._numba.kernel`. Every kernel takes (f, params, …) and calls f on writable 1-D states of
+    ``state_dtype`` that it allocates itself."""
     if variant == "compiled":
-        return bind_field(kernel.compiled, f)(*args)
-    return kernel.python(f, *args)
+        state_type = numba.types.Array(numba.from_dtype(state_dtype), 1, "C")
+        first_class = first_class_field(f, state_type, numba.typeof(params), writes_into(f.py_func))
+        if first_class is not None:
+            return kernel.first_class(first_class, params, *args)
+    if variant in ("compiled", "specialized"):
+        return bind_field(kernel.compiled, f)(params, *args)
+    return kernel.python(f, params, *args)
 
 
 def _options(options, method: str) -> tuple[AdaptiveOptions | None, dict]:
@@ -260,7 +270,7 @@ def solve(
             ADAPTIVE, variant, f, params, flat, s_out, direction, rtol, atol_vec, norm_kind, block_id, n_blocks,
             control.kind, safety, ifactor, dfactor, tableau.order_low, -1.0 if first_step is None else first_step,
             max_steps, tab.a, tab.b, tab.c, tab.e, tab.b_mid, tableau.fsal, fit_matrix(), min_step, max_step, step_t,
-            jump_t,
+            jump_t, state_dtype=flat.dtype,
         )
         cut_at = np.concatenate([step_t, jump_t] + ([s_out[-1:]] if control.kind == SCIPY else []))
         last_step = last_free_step(steps_ts[:n_acc, 0], steps_ts[:n_acc, 1], cut_at)

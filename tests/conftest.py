@@ -4,6 +4,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per pytest-xdist worker: the workers already fill the cores, and oversubscribed threads
+    # only slow each other down (torch reads this when it is first imported, which is after this file)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from hypothesis import HealthCheck, settings
 

@@ -359,7 +359,7 @@ BAD_NOISE = [
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "name"), BAD_NOISE, ids=[f"{k}" for k, _ in BAD_NOISE])
+@pytest.mark.parametrize(("kwargs", "name"), BAD_NOISE, ids=[f"{name}-{i}" for i, (_, name) in enumerate(BAD_NOISE)])
 def test_bad_noise_arguments(kwargs, name):
     with pytest.raises(InputError, match=name):
         _noise(**kwargs)

@@ -34,6 +34,7 @@ REFERENCE_TOL = 1e-13
 DIFFRAX_MAX_STEPS = 100_000  # far above any problem's need; diffrax sizes its buffers by it
 METHOD_LABELS = {
     "gqref": "gqref dopri5 (torchdiffeq control)",
+    "gqref_specialized": "gqref dopri5, kernels specialized to the field",
     "gqref_scipy": "gqref dopri5 (scipy control)",
     "scipy_rk45": "scipy RK45",
     "torchdiffeq": "torchdiffeq dopri5",
@@ -42,7 +43,8 @@ METHOD_LABELS = {
 }
 # (gqref method, the library it reproduces): their final states should agree far below the tolerance. diffrax's
 # controller is not torchdiffeq's (other step sequences), so it is compared with the reference only.
-TWINS = (("gqref", "torchdiffeq"), ("gqref_scipy", "scipy_rk45"), ("gqtorch", "torchdiffeq"))
+TWINS = (("gqref", "torchdiffeq"), ("gqref_specialized", "torchdiffeq"), ("gqref_scipy", "scipy_rk45"),
+         ("gqtorch", "torchdiffeq"))
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,14 @@ class Run:
 Solver = Callable[[], Run]
 
 
-def gqref_solver(problem: Problem, controller: str = "torchdiffeq") -> Solver:
-    """gqref's compiled dopri5 with the given step-size controller."""
+def gqref_solver(problem: Problem, controller: str = "torchdiffeq", specialize: bool = False) -> Solver:
+    """gqref's compiled dopri5 with the given step-size controller; ``specialize``: kernels compiled around this
+    field (gqref.VectorField), not the default first-class call."""
     t = np.array(problem.t_span)
+    field = gqref.VectorField(problem.field, specialize=specialize)
 
     def solve() -> Run:
-        sol = gqref.solve(problem.field, problem.y0, t, problem.params, rtol=problem.rtol, atol=problem.atol,
+        sol = gqref.solve(field, problem.y0, t, problem.params, rtol=problem.rtol, atol=problem.atol,
                           controller=controller)
         return Run(sol.ys[-1], sol.stats.nfe, sol.stats.n_accepted, sol.stats.n_rejected)
 
@@ -180,6 +184,7 @@ def diffrax_solver(problem: Problem) -> Solver:
 
 SOLVERS: dict[str, Callable[[Problem], Solver]] = {
     "gqref": gqref_solver,
+    "gqref_specialized": partial(gqref_solver, specialize=True),
     "gqref_scipy": partial(gqref_solver, controller="scipy"),
     "scipy_rk45": scipy_solver,
     "torchdiffeq": torchdiffeq_solver,

@@ -1,0 +1,61 @@
+"""How compiled fields reach the solver kernels: as first-class functions (one kernel compile for every field of a
+signature, cached on disk), or specialized (the field inlined, one compile per field); both give the same bits."""
+
+import dataclasses
+
+import numba
+import numpy as np
+import pytest
+
+import gqref
+from gqref import problems as P
+from gqref._numba import first_class_field
+from gqref.adaptive import ADAPTIVE
+from gqref.dense import REFIT, dense_output
+
+
+def _solve(field, problem, **kwargs):
+    return gqref.solve(field, problem.y0, problem.t, problem.params, rtol=1e-8, atol=1e-8, **kwargs)
+
+
+def test_specialized_and_first_class_kernels_agree_bit_for_bit():
+    # the same IEEE operations in the same order (no fastmath, so no contraction either way): only the call differs.
+    # One field: each specialized kernel compiles for tens of seconds (the cost the first-class path removes).
+    problem = P.van_der_pol(mu=5.0)
+    first = _solve(problem.field, problem)
+    special = _solve(dataclasses.replace(problem.field, specialize=True), problem)
+    assert first.stats == special.stats
+    assert np.array_equal(first.ys, special.ys) and np.array_equal(first.steps.ys, special.steps.ys)
+
+
+def test_every_field_of_a_signature_shares_one_kernel_compile():
+    """The compile-time claim itself: after one field, two more add no specialization of the first-class kernels."""
+    def solve_and_refit(name):
+        problem = getattr(P, name)()
+        dense_output(problem.field, _solve(problem.field, problem), problem.params)
+
+    solve_and_refit("van_der_pol")
+    compiled = [tuple(kernel.first_class.signatures) for kernel in (ADAPTIVE, REFIT)]
+    for name in ("lotka_volterra", "forced_linear"):
+        solve_and_refit(name)
+    assert [tuple(kernel.first_class.signatures) for kernel in (ADAPTIVE, REFIT)] == compiled
+
+
+def test_a_field_whose_compiled_signature_does_not_fit_is_bound_instead():
+    @numba.njit
+    def strided(t, y, p):  # returns a non-contiguous view: not the first-class signature's C-contiguous array
+        out = np.empty(2 * y.shape[0])
+        out[::2] = -y
+        return out[::2]
+
+    state = numba.types.Array(numba.float64, 1, "C")
+    assert first_class_field(strided, state, numba.typeof(np.empty(0)), False) is None
+    sol = gqref.solve(gqref.VectorField(strided), np.array([1.0, 2.0]), np.array([0.0, 1.0]), rtol=1e-10,
+                      atol=1e-12)
+    # y' = −y: the solution is y0·e^{−t}, within the tolerance-scaled global error
+    np.testing.assert_allclose(sol.ys[-1], np.array([1.0, 2.0]) * np.exp(-1.0), rtol=1e-8)
+
+
+def test_specialize_must_be_a_bool():
+    with pytest.raises(gqref.InputError, match=r"VectorField\.specialize must be True or False"):
+        gqref.VectorField(P.van_der_pol().field.f, specialize="yes")
