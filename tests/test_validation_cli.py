@@ -25,6 +25,21 @@ def test_bench_reference_quick_writes_results(tmp_path, capsys):
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary behind
 
 
+def test_bench_training_quadrature_quick_writes_results(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "training-quadrature", "--quick", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert sorted(data["checkpoints"]) == ["0", "3"]
+    for row in data["checkpoints"].values():
+        # the tight reference shares the backward solve, so each rule's distance from it is a quadrature error: a
+        # broken rule or reference (a wrong sign, a missed interval) would be off by the gradient's own size
+        assert all(0 <= row[name] < 1 for name in ("paper", "kronrod", "auto"))
+        assert row["kronrod_nfe_backward"] > row["paper_nfe_backward"]  # the Kronrod nodes cost evaluations
+    counts = data["default_training"]
+    assert counts["reused"] + counts["one_round"] + counts["refined"] == 4  # every training call is counted once
+    assert "| step | forward NFE |" in capsys.readouterr().out
+
+
 def test_unknown_command_is_a_clear_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train-everything"])

@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "gradients": "validation.bench.gradients",
     "quadrature": "validation.bench.quadrature",
     "methods": "validation.bench.methods",
+    "training-quadrature": "validation.bench.training_quadrature",
 }
 DEFAULT_REPEATS = 20
 
