@@ -42,13 +42,17 @@ def kernel(source: Callable) -> Kernel:
     """The speeds of one kernel source: plain Python, and compiled in two ways.
 
     ``first_class`` takes the field as a first-class function (:class:`FirstClassField`): numba types it by its
-    signature alone, so this kernel compiles once for every field of that signature and its on-disk cache hits in
-    the next process. ``compiled`` takes the field's dispatcher itself (through :func:`bind_field`): numba types
-    that by the field's identity, so it compiles once per process and field (seconds each) and is never cached;
-    it serves fields whose compiled signature does not fit the first-class one (:func:`first_class_field`).
+    signature alone, so this kernel compiles once per process for every field of that signature. ``compiled`` takes
+    the field's dispatcher itself (through :func:`bind_field`): numba types that by the field's identity, so it
+    compiles once per process and field (10–20 s each); it serves ``VectorField(specialize=True)`` and fields whose
+    compiled signature does not fit the first-class one (:func:`first_class_field`).
+
+    Neither is cached on disk: numba's cache checks only the kernel's own file, so an edit to a helper it inlines
+    from another module (``gqref.field.call_into``, …) would leave a stale kernel running the old code.
     """
-    return Kernel(python=source, compiled=numba.njit(**{**NUMBA_OPTIONS, "cache": False})(source),
-                  first_class=numba.njit(**NUMBA_OPTIONS)(source))
+    no_disk_cache = {**NUMBA_OPTIONS, "cache": False}
+    return Kernel(python=source, compiled=numba.njit(**no_disk_cache)(source),
+                  first_class=numba.njit(**no_disk_cache)(source))
 
 
 class FirstClassField(types.WrapperAddressProtocol):

@@ -166,8 +166,25 @@ def call_into(f, t, y, p, out):
 @overload(call_into, inline="always")
 def _call_into_compiled(f, t, y, p, out):
     # decided at compile time from the field's own signature: the in-place form writes straight into out
-    if (isinstance(f, types.Dispatcher) and writes_into(f.dispatcher.py_func)) or \
-            (isinstance(f, types.FunctionType) and len(f.signature.args) == 4):
+    if isinstance(f, types.FunctionType):
+        # A first-class call cannot propagate an exception: numba reports it (gqref.solve.run_kernel re-raises it
+        # after the kernel) and hands back a null result. NaN where that result would be makes the kernel stop at
+        # once with its non-finite status, instead of reading the null array or carrying on from a partial write.
+        if len(f.signature.args) == 4:
+            def first_class_into(f, t, y, p, out):
+                out[:] = np.nan
+                f(t, y, p, out)
+            return first_class_into
+
+        def first_class_returning(f, t, y, p, out):
+            value = f(t, y, p)
+            if value.shape[0] != out.shape[0]:  # the null array of a raised exception (prepare_field checked sizes)
+                out[:] = np.nan
+                return
+            for i in range(out.shape[0]):
+                out[i] = value[i]
+        return first_class_returning
+    if isinstance(f, types.Dispatcher) and writes_into(f.dispatcher.py_func):
         def into(f, t, y, p, out):
             f(t, y, p, out)
         return into

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -142,10 +143,26 @@ def run_kernel(kernel: Kernel, variant: str, f: Callable, params: np.ndarray, *a
         state_type = numba.types.Array(numba.from_dtype(state_dtype), 1, "C")
         first_class = first_class_field(f, state_type, numba.typeof(params), writes_into(f.py_func))
         if first_class is not None:
-            return kernel.first_class(first_class, params, *args)
+            return _reraising(kernel.first_class, first_class, params, *args)
     if variant in ("compiled", "specialized"):
         return bind_field(kernel.compiled, f)(params, *args)
     return kernel.python(f, params, *args)
+
+
+def _reraising(compiled_kernel: Callable, *args):
+    """Run a first-class kernel and raise what the field raised inside it: numba cannot propagate an exception out
+    of a first-class call, so it reports it through ``sys.unraisablehook`` (caught here, not printed) and the kernel
+    stops on the NaN left in its place (:func:`gqref.field.call_into`)."""
+    raised = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = raised.append
+    try:
+        result = compiled_kernel(*args)
+    finally:
+        sys.unraisablehook = previous
+    if raised:
+        raise raised[0].exc_value.with_traceback(raised[0].exc_traceback)
+    return result
 
 
 def _options(options, method: str) -> tuple[AdaptiveOptions | None, dict]:

@@ -2,6 +2,7 @@
 signature, cached on disk), or specialized (the field inlined, one compile per field); both give the same bits."""
 
 import dataclasses
+import sys
 
 import numba
 import numpy as np
@@ -59,3 +60,28 @@ def test_a_field_whose_compiled_signature_does_not_fit_is_bound_instead():
 def test_specialize_must_be_a_bool():
     with pytest.raises(gqref.InputError, match=r"VectorField\.specialize must be True or False"):
         gqref.VectorField(P.van_der_pol().field.f, specialize="yes")
+
+
+@gqref.njit
+def _refuses_late(t, y, p):
+    if t > 0.5:
+        raise ValueError("this field refuses t > 0.5")
+    return -y
+
+
+@gqref.njit
+def _refuses_late_in_place(t, y, p, out):
+    out[0] = -y[0]  # a partial write first: the kernel must not carry on from it
+    if t > 0.5:
+        raise ValueError("this field refuses t > 0.5")
+    out[1] = -y[1]
+
+
+@pytest.mark.parametrize("field", [_refuses_late, _refuses_late_in_place], ids=["returning", "in-place"])
+def test_an_exception_inside_a_first_class_field_is_raised_not_swallowed(field):
+    # numba cannot propagate it out of a first-class call (it hands back a null array): without the re-raise this
+    # read the null array (a segfault) or integrated on from a partial write (a silent wrong answer)
+    hook = sys.unraisablehook
+    with pytest.raises(ValueError, match="refuses t > 0.5"):
+        gqref.solve(gqref.VectorField(field), np.array([1.0, 2.0]), np.array([0.0, 1.0]))
+    assert sys.unraisablehook is hook
