@@ -82,6 +82,6 @@ def test_an_exception_inside_a_first_class_field_is_raised_not_swallowed(field):
     # numba cannot propagate it out of a first-class call (it hands back a null array): without the re-raise this
     # read the null array (a segfault) or integrated on from a partial write (a silent wrong answer)
     hook = sys.unraisablehook
-    with pytest.raises(ValueError, match="refuses t > 0.5"):
+    with pytest.raises(ValueError, match=r"refuses t > 0\.5"):
         gqref.solve(gqref.VectorField(field), np.array([1.0, 2.0]), np.array([0.0, 1.0]))
     assert sys.unraisablehook is hook
