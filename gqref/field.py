@@ -38,8 +38,8 @@ class VectorField:
 
     ``specialize`` (compiled fields): compile the solver's kernels around this field, its code inlined, instead of
     calling it as a first-class function. Solves of small states run ~10–15% faster, but each (kernel, field)
-    pair then compiles in every process (seconds to tens of seconds each) and is never cached on disk; by default
-    the kernels compile once for every field of the same signature and are cached (:func:`gqref._numba.kernel`).
+    pair then compiles in every process (10–20 s each); by default the kernels compile once per process for every
+    field of the same signature (:func:`gqref._numba.kernel`).
     Fields derived from this one (the backward dynamics) inherit it.
     """
 

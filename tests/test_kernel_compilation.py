@@ -1,5 +1,5 @@
-"""How compiled fields reach the solver kernels: as first-class functions (one kernel compile for every field of a
-signature, cached on disk), or specialized (the field inlined, one compile per field); both give the same bits."""
+"""How compiled fields reach the solver kernels: as first-class functions (one kernel compile per process for every
+field of a signature), or specialized (the field inlined, one compile per field); both give the same bits."""
 
 import dataclasses
 import sys
