@@ -1,7 +1,7 @@
 """The one place that decides how gqref's kernels are compiled.
 
 Every kernel is written once in Numba-compatible Python. Helpers are marked :func:`jitable`: called from Python they
-are plain functions, called from a compiled kernel they are compiled inline. :func:`kernel` returns both versions of
+are plain functions, called from a compiled kernel they are compiled inline. :func:`kernel` returns the versions of
 an entry point, so the same source runs compiled (for numba fields) or as plain Python (for any other callable).
 """
 
@@ -18,10 +18,15 @@ from typing import NamedTuple
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
 
 import numba
+import numpy as np
 from numba import types
 from numba.core.registry import CPUDispatcher
-from numba.experimental.function_type import _get_wrapper_address
 from numba.extending import register_jitable
+
+try:  # numba's (private) address of a compiled function for a first-class call; without it every field is bound
+    from numba.experimental.function_type import _get_wrapper_address
+except ImportError:  # pragma: no cover - depends on the numba version
+    _get_wrapper_address = None
 
 # IEEE semantics (no fastmath) so compiled and plain runs agree bit for bit; numpy's error model so a division
 # by zero gives inf (as the plain path does with numpy scalars) rather than raising inside a kernel.
@@ -69,16 +74,21 @@ class FirstClassField(types.WrapperAddressProtocol):
 
 
 @cache
-def first_class_field(f: Callable, state_type, params_type, in_place: bool) -> FirstClassField | None:
-    """``f`` compiled for (t, state, params[, out]) as a first-class function, or None if its compiled signature
-    does not fit (it returns another array type, or fails to compile for these types: then the caller binds it,
-    and numba's own error, if any, comes from there)."""
-    args = (types.float64, state_type, params_type) + ((state_type,) if in_place else ())
-    returns = types.none if in_place else state_type
+def first_class_field(f: Callable, state_dtype: np.dtype, params_type, in_place: bool) -> FirstClassField | None:
+    """``f`` compiled for (t, 1-D C state of ``state_dtype``, params[, out]) as a first-class function, or None if
+    that does not fit (another return type, a compile error for these types, a dtype numba lacks, or a numba without
+    this API): then the caller binds it, and numba's own error, if any, comes from there."""
+    if _get_wrapper_address is None:
+        return None
     try:
-        f.compile(args)
-        compiled = f.overloads[args]
-    except Exception:  # any compile error: the bound path reports it in numba's own words
+        state_type = types.Array(numba.from_dtype(state_dtype), 1, "C")
+        args = (types.float64, state_type, params_type) + ((state_type,) if in_place else ())
+        returns = types.none if in_place else state_type
+        compiled = f.overloads.get(args)
+        if compiled is None:  # (a field with explicit signatures cannot compile more: only its own ones fit)
+            f.compile(args)
+            compiled = f.overloads[args]
+    except Exception:  # any failure: the bound path reports it in numba's own words
         return None
     if compiled.signature.return_type != returns:
         return None

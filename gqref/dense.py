@@ -23,7 +23,7 @@ import numpy as np
 
 from gqref._numba import kernel
 from gqref.errors import NONFINITE_FIELD, SUCCESS, InputError, raise_for_status
-from gqref.field import VectorField, evaluate
+from gqref.field import VectorField, all_finite, evaluate
 from gqref.interp import fit_matrix, interp_fit
 from gqref.runge_kutta import NUDGE_NONE, NUDGE_STATE, combine, one_ulp, rk_step
 from gqref.solve import Solution, StepMethod, prepare_field, run_kernel
@@ -116,6 +116,8 @@ def refit_steps(f, p, direction, y0, starts, sizes, jumps, a, b, c, e, b_mid, fs
     y_mid = np.empty_like(y0)
     evaluate(f, direction, starts[0], y, p, k[0])
     nfe = 1
+    if not all_finite(k[0]):
+        return NONFINITE_FIELD, coeffs, ends, nfe
     for j in range(n_steps):
         dt = sizes[j]
         t1 = starts[j + 1] if nudge == NUDGE_STATE else starts[j] + dt
@@ -132,6 +134,8 @@ def refit_steps(f, p, direction, y0, starts, sizes, jumps, a, b, c, e, b_mid, fs
         if jumps[j]:
             evaluate(f, direction, one_ulp(starts[j + 1], np.inf, y0.itemsize == 4), y, p, k[0])
             nfe += 1
+            if not all_finite(k[0]):
+                return NONFINITE_FIELD, coeffs, ends, nfe
     return SUCCESS, coeffs, ends, nfe
 
 

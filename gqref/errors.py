@@ -2,6 +2,8 @@
 
 Kernels never raise: they return a status code and the time at which they stopped. :func:`raise_for_status`
 turns that into an exception whose message names the time, as scipy and diffrax do. gqtorch raises the same types.
+An exception raised by the field itself inside a compiled kernel is re-raised as it is
+(:func:`gqref.solve.run_kernel`).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -140,8 +141,7 @@ def run_kernel(kernel: Kernel, variant: str, f: Callable, params: np.ndarray, *a
     :func:`gqref._numba.kernel`. Every kernel takes (f, params, …) and calls f on writable 1-D states of
     ``state_dtype`` that it allocates itself."""
     if variant == "compiled":
-        state_type = numba.types.Array(numba.from_dtype(state_dtype), 1, "C")
-        first_class = first_class_field(f, state_type, numba.typeof(params), writes_into(f.py_func))
+        first_class = first_class_field(f, np.dtype(state_dtype), numba.typeof(params), writes_into(f.py_func))
         if first_class is not None:
             return _reraising(kernel.first_class, first_class, params, *args)
     if variant in ("compiled", "specialized"):
@@ -149,17 +149,34 @@ def run_kernel(kernel: Kernel, variant: str, f: Callable, params: np.ndarray, *a
     return kernel.python(f, params, *args)
 
 
+_field_errors = threading.local()  # .sink: a list while this thread runs a first-class kernel, else absent/None
+_outer_unraisablehook = sys.unraisablehook
+
+
+def _field_error_hook(info) -> None:
+    """Keep the first error numba reports from this thread's running first-class kernel; pass on everything else."""
+    sink = getattr(_field_errors, "sink", None)
+    if sink is not None and isinstance(info.object, str) and info.object.startswith("<numba."):
+        if not sink:
+            sink.append(info)
+        return
+    _outer_unraisablehook(info)
+
+
 def _reraising(compiled_kernel: Callable, *args):
     """Run a first-class kernel and raise what the field raised inside it: numba cannot propagate an exception out
-    of a first-class call, so it reports it through ``sys.unraisablehook`` (caught here, not printed) and the kernel
-    stops on the NaN left in its place (:func:`gqref.field.call_into`)."""
-    raised = []
-    previous = sys.unraisablehook
-    sys.unraisablehook = raised.append
+    of a first-class call, so it reports it as unraisable (numba's cfunc wrapper, caught by :func:`_field_error_hook`
+    for this thread alone, not printed) and the kernel stops on the NaN left in its place
+    (:func:`gqref.field.call_into`)."""
+    global _outer_unraisablehook
+    if sys.unraisablehook is not _field_error_hook:  # installed once, in front of whatever hook is in place
+        _outer_unraisablehook, sys.unraisablehook = sys.unraisablehook, _field_error_hook
+    outer_sink, _field_errors.sink = getattr(_field_errors, "sink", None), []
     try:
         result = compiled_kernel(*args)
+        raised = _field_errors.sink
     finally:
-        sys.unraisablehook = previous
+        _field_errors.sink = outer_sink  # a field that itself solves nests its own sink
     if raised:
         raise raised[0].exc_value.with_traceback(raised[0].exc_traceback)
     return result

@@ -2,7 +2,10 @@
 field of a signature), or specialized (the field inlined, one compile per field); both give the same bits."""
 
 import dataclasses
+import importlib
 import sys
+import threading
+from types import SimpleNamespace
 
 import numba
 import numpy as np
@@ -13,6 +16,8 @@ from gqref import problems as P
 from gqref._numba import first_class_field
 from gqref.adaptive import ADAPTIVE
 from gqref.dense import REFIT, dense_output
+
+solve_module = importlib.import_module("gqref.solve")  # the module: gqref.solve is the function
 
 
 def _solve(field, problem, **kwargs):
@@ -49,8 +54,7 @@ def test_a_field_whose_compiled_signature_does_not_fit_is_bound_instead():
         out[::2] = -y
         return out[::2]
 
-    state = numba.types.Array(numba.float64, 1, "C")
-    assert first_class_field(strided, state, numba.typeof(np.empty(0)), False) is None
+    assert first_class_field(strided, np.dtype(np.float64), numba.typeof(np.empty(0)), False) is None
     sol = gqref.solve(gqref.VectorField(strided), np.array([1.0, 2.0]), np.array([0.0, 1.0]), rtol=1e-10,
                       atol=1e-12)
     # y' = −y: the solution is y0·e^{−t}, within the tolerance-scaled global error
@@ -60,6 +64,11 @@ def test_a_field_whose_compiled_signature_does_not_fit_is_bound_instead():
 def test_specialize_must_be_a_bool():
     with pytest.raises(gqref.InputError, match=r"VectorField\.specialize must be True or False"):
         gqref.VectorField(P.van_der_pol().field.f, specialize="yes")
+
+
+@gqref.njit
+def _decays(t, y, p):
+    return -y
 
 
 @gqref.njit
@@ -85,3 +94,42 @@ def test_an_exception_inside_a_first_class_field_is_raised_not_swallowed(field):
     with pytest.raises(ValueError, match=r"refuses t > 0\.5"):
         gqref.solve(gqref.VectorField(field), np.array([1.0, 2.0]), np.array([0.0, 1.0]))
     assert sys.unraisablehook is hook
+
+
+def test_field_errors_stay_with_their_own_thread():
+    """Two solves at once (the kernels release the GIL): the failing field's error reaches its own caller only,
+    and an unrelated unraisable error still reaches the hook that was in place."""
+    results = {}
+
+    def run(name, field):
+        try:
+            results[name] = gqref.solve(gqref.VectorField(field), np.array([1.0, 2.0]), np.linspace(0.0, 1.0, 200),
+                                        rtol=1e-10, atol=1e-12)
+        except ValueError as error:
+            results[name] = error
+
+    threads = [threading.Thread(target=run, args=(name, field)) for name, field in
+               (("fails", _refuses_late), ("works", _decays))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert isinstance(results["fails"], ValueError)
+    assert isinstance(results["works"], gqref.Solution)
+    np.testing.assert_allclose(results["works"].ys[-1], np.array([1.0, 2.0]) * np.exp(-1.0), rtol=1e-8)
+    seen = []
+    outer = solve_module._outer_unraisablehook
+    solve_module._outer_unraisablehook = seen.append
+    try:  # outside a kernel, and from no numba wrapper: both go on to the hook that was in place
+        solve_module._field_error_hook(SimpleNamespace(object="<numba.core.cpu.CPUContext>", exc_value=None))
+        solve_module._field_error_hook(SimpleNamespace(object="something else", exc_value=None))
+    finally:
+        solve_module._outer_unraisablehook = outer
+    assert len(seen) == 2
+
+
+def test_a_field_with_explicit_signatures_is_called_first_class():
+    state = numba.types.float64[::1]
+    signature = state(numba.types.float64, state, numba.typeof(np.empty(0)))
+    decay = numba.njit(signature)(lambda t, y, p: -y)
+    assert first_class_field(decay, np.dtype(np.float64), numba.typeof(np.empty(0)), False) is not None

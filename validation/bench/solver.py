@@ -227,7 +227,7 @@ class ProblemResult:
     rtol: float
     atol: float
     t_span: tuple[float, float]
-    compile_s: float | None  # gqref's first call: JIT compile of the field and the kernel
+    compile_s: float | None  # gqref's first call: JIT compile of the field (and of the kernel, on the first problem)
     reference: str
     reference_state: list[float]
     methods: dict[str, MethodResult] = field(default_factory=dict)
@@ -240,7 +240,8 @@ def _log(message: str) -> None:
 
 
 def compile_gqref(problem: Problem) -> float:
-    """Seconds for gqref's first solve of ``problem`` (numba compiles the field and the kernel for it)."""
+    """Seconds for gqref's first solve of ``problem`` (numba compiles the field, and on the process's first solve the
+    first-class kernel that serves every field)."""
     start = time.perf_counter()
     gqref_solver(problem)()
     return time.perf_counter() - start
