@@ -32,7 +32,8 @@ def adjoint_gradient(field: VectorField, forward: Solution, params: np.ndarray, 
     n_params = params.size
     # adj_t is integrated whenever the field can give ∂f/∂t, as torchdiffeq does even when t needs no gradient:
     # it sits in the step control's norm, so a time-dependent field's backward steps depend on it
-    dynamics = backward_dynamics(field, shape, full=True, time=t_grad or field.vjp_t is not None)
+    dynamics = backward_dynamics(field, shape, full=True, time=t_grad or field.vjp_t is not None,
+                                 at=(t[-1], ys[-1], params, dL_dy[-1]))
     norm = adjoint_norm(size, param_blocks, seminorm)
     z = slice(1, 1 + size)
     a = slice(1 + size, 1 + 2 * size)

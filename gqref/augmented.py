@@ -30,6 +30,22 @@ def _no_time_vjp(t, y, p, a):
     return 0.0
 
 
+def _probe_compiled_vjps(field: VectorField, roles: tuple[str, ...], t: float, z: np.ndarray, params: np.ndarray,
+                         a: np.ndarray) -> None:
+    """Check a compiled field's VJP outputs once per signature, as the Python path checks every call: the compiled
+    dynamics copy them without looking, and numba broadcasts a wrong-length result (length 1) silently."""
+    z, a = np.ascontiguousarray(z, dtype=np.float64).ravel(), np.ascontiguousarray(a, dtype=np.float64).ravel()
+    for role in roles:
+        function = getattr(field, role)
+        key = (function, z.shape, params.shape)
+        if key not in _PROBED:
+            vjp_value(role, function(t, z, params, a), t, {"vjp_t": (), "vjp_y": z.shape, "vjp_p": params.shape}[role])
+            _PROBED.add(key)
+
+
+_PROBED: set[tuple] = set()  # (compiled VJP, state shape, params shape) whose output shape passed the probe
+
+
 @cache
 def _compiled_dynamics(f, vjp_t, vjp_y, vjp_p, full: bool) -> Callable:
     """One closure per (field, variant); numba resolves the captured functions at compile time."""
@@ -80,13 +96,18 @@ def _python_dynamics(field: VectorField, shape: tuple[int, ...], full: bool, tim
     return dynamics
 
 
-def backward_dynamics(field: VectorField, shape: tuple[int, ...], full: bool, time: bool = True) -> VectorField:
+def backward_dynamics(field: VectorField, shape: tuple[int, ...], full: bool, time: bool = True, *,
+                      at: tuple | None = None) -> VectorField:
     """The adjoint's augmented dynamics (``full``) or GQ's [z, a] dynamics, as a field on the flat state.
 
     Without ``time`` the adjoint's adj_t stays 0 (a field without ∂f/∂t; torchdiffeq integrates it whenever it can).
+    ``at`` = (t, z, params, a), a point to check a compiled field's VJPs at (:func:`_probe_compiled_vjps`).
     """
-    require_vjps(field, (("vjp_t",) if time else ()) + ("vjp_y", "vjp_p") if full else ("vjp_y",))
+    roles = (("vjp_t",) if time else ()) + ("vjp_y", "vjp_p") if full else ("vjp_y",)
+    require_vjps(field, roles)
     if field.compiled:
+        if at is not None:
+            _probe_compiled_vjps(field, roles, *at)
         vjp_t = field.vjp_t if time else _no_time_vjp
         f = _compiled_dynamics(field.f, vjp_t, field.vjp_y, field.vjp_p, full)
     else:

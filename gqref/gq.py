@@ -120,7 +120,8 @@ class BackwardSweep:
         self.t, self.ys = forward.ts, forward.ys
         self.shape = self.ys.shape[1:]
         self.size = int(np.prod(self.shape, dtype=np.int64))
-        self.dynamics = backward_dynamics(field, self.shape, full=False)
+        self.dynamics = backward_dynamics(field, self.shape, full=False,
+                                          at=(self.t[-1], self.ys[-1], params, dL_dy[-1]))
         self.norm = ErrorNorm("mixed", blocks=(self.size, self.size))
         self.state = np.concatenate([self.ys[-1].ravel(), dL_dy[-1].ravel()])
         self.dL_dt = np.zeros(len(self.t)) if t_grad else None

@@ -133,3 +133,29 @@ def test_a_field_with_explicit_signatures_is_called_first_class():
     signature = state(numba.types.float64, state, numba.typeof(np.empty(0)))
     decay = numba.njit(signature)(lambda t, y, p: -y)
     assert first_class_field(decay, np.dtype(np.float64), numba.typeof(np.empty(0)), False) is not None
+
+
+@pytest.mark.parametrize("method", ["gq", "adjoint"])
+def test_a_compiled_vjp_of_the_wrong_length_is_named_not_broadcast(method):
+    # the compiled backward dynamics copy a VJP's output without looking, and numba broadcasts a length-1 result
+    # into the whole slice: a silently wrong gradient unless the output is checked (once per signature) first
+    @gqref.njit
+    def vjp_y_scalar(t, y, p, a):
+        return -a[:1] * p[0]  # length 1, for a 2-D state
+
+    @gqref.njit
+    def f(t, y, p):
+        return -p[0] * y
+
+    @gqref.njit
+    def vjp_p(t, y, p, a):
+        return np.array([-(a * y).sum()])
+
+    @gqref.njit
+    def vjp_t(t, y, p, a):
+        return 0.0
+
+    field = gqref.VectorField(f, vjp_t=vjp_t, vjp_y=vjp_y_scalar, vjp_p=vjp_p)
+    with pytest.raises(gqref.InputError, match=r"field\.vjp_y returned shape \(1,\)"):
+        gqref.gradient(field, np.array([1.0, 2.0]), np.array([0.0, 1.0]), np.array([0.5]), np.ones((2, 2)),
+                       method=method)
