@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -135,15 +136,27 @@ def prepare_field(field: VectorField, y0: np.ndarray, t0: float, params: np.ndar
 _PROBED: set[tuple] = set()
 
 
+# A field's first-class kernel time in one process after which its kernels are compiled around it instead. Ski
+# rental: specializing costs ~15 s of compile once and saves ~30% of every later solve, so switching once the
+# first-class time reaches ~4× the compile cost keeps the total within ~1.5× of the better choice in hindsight, and
+# a short run (a test, a gradient check) never pays the compile. The results are the same bits either way (tested).
+SPECIALIZE_AFTER_S = 60.0
+_first_class_seconds: dict[tuple, float] = {}  # (kernel, field) -> first-class kernel time in this process
+
+
 def run_kernel(kernel: Kernel, variant: str, f: Callable, params: np.ndarray, *args, state_dtype: np.dtype):
     """One of a kernel's speeds on field ``f``: plain Python; compiled with ``f`` as a first-class function; or
-    compiled with ``f`` bound in ("specialized", or where its signature does not fit the first-class one):
-    :func:`gqref._numba.kernel`. Every kernel takes (f, params, …) and calls f on writable 1-D states of
-    ``state_dtype`` that it allocates itself."""
-    if variant == "compiled":
+    compiled with ``f`` bound in ("specialized"; where its signature does not fit the first-class one; or once its
+    first-class time passes :data:`SPECIALIZE_AFTER_S`): :func:`gqref._numba.kernel`. Every kernel takes
+    (f, params, …) and calls f on writable 1-D states of ``state_dtype`` that it allocates itself."""
+    key = (kernel.first_class, f)
+    if variant == "compiled" and _first_class_seconds.get(key, 0.0) < SPECIALIZE_AFTER_S:
         first_class = first_class_field(f, np.dtype(state_dtype), numba.typeof(params), writes_into(f.py_func))
         if first_class is not None:
-            return _reraising(kernel.first_class, first_class, params, *args)
+            start = time.perf_counter()
+            result = _reraising(kernel.first_class, first_class, params, *args)
+            _first_class_seconds[key] = _first_class_seconds.get(key, 0.0) + time.perf_counter() - start
+            return result
     if variant in ("compiled", "specialized"):
         return bind_field(kernel.compiled, f)(params, *args)
     return kernel.python(f, params, *args)

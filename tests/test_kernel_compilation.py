@@ -159,3 +159,16 @@ def test_a_compiled_vjp_of_the_wrong_length_is_named_not_broadcast(method):
     with pytest.raises(gqref.InputError, match=r"field\.vjp_y returned shape \(1,\)"):
         gqref.gradient(field, np.array([1.0, 2.0]), np.array([0.0, 1.0]), np.array([0.5]), np.ones((2, 2)),
                        method=method)
+
+
+def test_a_field_that_ran_long_enough_first_class_is_specialized(monkeypatch):
+    """After SPECIALIZE_AFTER_S of first-class kernel time a field's kernels are compiled around it: same bits."""
+    problem = P.van_der_pol(mu=5.0)
+    f = gqref.njit(problem.field.f.py_func)  # a dispatcher of its own, so no other test's time counts
+    monkeypatch.setattr(solve_module, "SPECIALIZE_AFTER_S", 1e-9)  # any first-class solve takes longer
+    first = _solve(gqref.VectorField(f), problem)
+    assert solve_module._first_class_seconds[(ADAPTIVE.first_class, f)] > 1e-9
+    bound_before = solve_module.bind_field.cache_info().currsize
+    special = _solve(gqref.VectorField(f), problem)
+    assert solve_module.bind_field.cache_info().currsize == bound_before + 1  # the bound kernel was built for it
+    assert first.stats == special.stats and np.array_equal(first.ys, special.ys)
