@@ -137,9 +137,10 @@ _PROBED: set[tuple] = set()
 
 
 # A field's first-class kernel time in one process after which its kernels are compiled around it instead. Ski
-# rental: specializing costs ~15 s of compile once and saves ~30% of every later solve, so switching once the
-# first-class time reaches ~4× the compile cost keeps the total within ~1.5× of the better choice in hindsight, and
-# a short run (a test, a gradient check) never pays the compile. The results are the same bits either way (tested).
+# rental: specializing costs ~15 s of compile once and saves ~25% of every later solve (first-class runs 1.35×
+# slower), so switching once the first-class time reaches 4× the compile cost keeps the total within ~1.3× of the
+# better choice in hindsight (worst just after the switch: 75 s against 59 s), and a short run (a test, a gradient
+# check) never pays the compile. The results are the same bits either way (tested).
 SPECIALIZE_AFTER_S = 60.0
 _first_class_seconds: dict[tuple, float] = {}  # (kernel, field) -> first-class kernel time in this process
 
