@@ -173,6 +173,7 @@ ALLOWED: dict[str, str] = {
     "gqref.solve.StepMethod": "how to replay a solve (gqref.dense); gqtorch records its dense output instead",
     "gqref.solve.prepare_field": KERNEL + " (picks the compiled or the Python kernel)",
     "gqref.solve.run_kernel": KERNEL + " (runs one of its speeds: Python, first-class field, or the field bound in)",
+    "gqref.solve.SPECIALIZE_AFTER_S": KERNEL + " (when a field's kernels stop taking it first-class)",
     "gqref.solve.last_free_step": "reads Stats.last_step off the kernel's step records; gqtorch.adaptive keeps it "
                                   "step by step (StepCounts)",
     "gqref.arguments.finite_array": NUMPY_ARGS,
