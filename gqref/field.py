@@ -37,7 +37,7 @@ class VectorField:
     """A right-hand side and (optionally) its VJPs; see the module docstring for the signatures.
 
     ``specialize`` (compiled fields): compile the solver's kernels around this field, its code inlined, instead of
-    calling it as a first-class function. Solves of small states run ~10–15% faster, but each (kernel, field)
+    calling it as a first-class function. Solves of small states run 1.3–1.4× faster, but each (kernel, field)
     pair then compiles in every process (10–20 s each); by default the kernels compile once per process for every
     field of the same signature (:func:`gqref._numba.kernel`), and specialize to a field only once its solves have
     taken :data:`gqref.solve.SPECIALIZE_AFTER_S` (60 s) in this process.

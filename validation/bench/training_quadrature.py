@@ -23,11 +23,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import gqtorch
 from gqref import panels
 from gqref.rules import AutoRule, IntervalRule
+from validation.bench.quadrature import relative_error
 from validation.harness.atomic import write_json_atomic
 from validation.tasks.g1d import G1dModel, g1d_data, mse
 
@@ -38,10 +40,10 @@ QUICK = {"width": 8, "steps": 4, "checkpoints": (0, 3)}
 RULES = {"paper": IntervalRule(warm_start=True), "kronrod": AutoRule(max_nodes=1), "auto": AutoRule(recheck_every=1)}
 
 
-def _gradient(model: G1dModel, solve) -> torch.Tensor:
+def _gradient(model: G1dModel, solve) -> np.ndarray:
     z0, targets = g1d_data()
     loss = mse(model(z0, solve), targets)
-    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))]).double()
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))]).double().numpy()
 
 
 def _gq(rule, record: list):
@@ -59,12 +61,10 @@ def checkpoint_errors(model: G1dModel) -> dict:
         warnings.simplefilter("ignore")
         reference = _gradient(model, _gq(AutoRule(rtol=1e-9, max_nodes=100_000), stats))
         row = {"nfe_forward": stats[-1].nfe_forward}
-        scale = float(reference.abs().max())
         direct = _gradient(model, lambda f, y0, t: gqtorch.odeint(f, y0, t, rtol=1e-9, atol=1e-9))
-        row["solver_error"] = float((reference - direct).abs().max()) / scale
+        row["solver_error"] = relative_error(reference, direct)
         for name, rule in RULES.items():
-            gradient = _gradient(model, _gq(rule, stats))
-            row[name] = float((gradient - reference).abs().max()) / scale
+            row[name] = relative_error(_gradient(model, _gq(rule, stats)), reference)
             row[f"{name}_nfe_backward"] = stats[-1].nfe_backward
     return row
 
