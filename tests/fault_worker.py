@@ -12,8 +12,10 @@ import os
 import signal
 import stat
 import sys
+import threading
 
 import torch._dynamo  # noqa: F401 - imported lazily by torch.optim.Adam: seconds per run otherwise
+from tqdm import tqdm
 
 from validation.__main__ import COMMANDS, main
 
@@ -23,6 +25,9 @@ for _module in COMMANDS.values():
 
 def cli(argv: list[str]) -> None:
     """A child's body: the command line, its exit status the process's."""
+    # a lock of its own, as a separately started run has: tqdm's default write lock holds a process-shared
+    # semaphore inherited across the fork, and a sibling SIGKILL-ed while holding it blocked every later run
+    tqdm.set_lock(threading.RLock())
     sys.exit(main(argv))
 
 

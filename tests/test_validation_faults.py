@@ -123,7 +123,10 @@ def _start(server, out: Path, *extra: str, target: str = "cli", args: tuple = ()
 def _run(server, out: Path, *extra: str, timeout: float = 300) -> int:
     process = _start(server, out, *extra)
     process.join(timeout)
-    assert process.exitcode is not None, "a run hung"
+    if process.exitcode is None:
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(60)
+        pytest.fail(f"a run did not finish in {timeout} s")
     return process.exitcode
 
 
@@ -173,6 +176,11 @@ def reference(server, tmp_path_factory) -> tuple[dict, float]:
     return json.loads(result_path(out, "g1d", "default", 8, "adjoint", 0).read_text()), elapsed
 
 
+# each attempt is killed at a uniform moment within one uninterrupted run's time and resumes from its last
+# checkpoint, so a chain finishes within a few attempts; this many means the runs are stuck, not unlucky
+MAX_ATTEMPTS = 50
+
+
 def _kill_and_resume(server, reference: tuple[dict, float], tmp_path: Path, kills: int, seed: int) -> None:
     """Runs killed at random moments until ``kills`` kills have happened, each chain resumed to its end; every
     finished chain must equal the uninterrupted run, with no temporary left."""
@@ -182,12 +190,14 @@ def _kill_and_resume(server, reference: tuple[dict, float], tmp_path: Path, kill
     while done < kills:
         chains += 1
         out = tmp_path / f"chain{chains}"
-        while True:
+        for _ in range(MAX_ATTEMPTS):
             outcome = _resume(server, out, rng, budget=elapsed)
             if outcome == "finished":
                 break
             done += 1
             _check_no_partial_files(out)
+        else:
+            pytest.fail(f"a chain of resumed runs did not finish in {MAX_ATTEMPTS} attempts (is a run stuck?)")
         path = result_path(out, "g1d", "default", 8, "adjoint", 0)
         assert _comparable(json.loads(path.read_text())) == _comparable(reference)
         assert [p.name for p in out.rglob(".*")] == []  # the resumed run removed the killed runs' temporaries
