@@ -55,7 +55,7 @@ from gqref.augmented import backward_dynamics, require_vjps
 from gqref.controller import ErrorNorm
 from gqref.dense import DenseOutput, dense_output, step_panels
 from gqref.field import VectorField, vjp_value
-from gqref.panels import AUTO_CHECKS, NumpyPanelSums, first_round_counts, interval_panels, refine
+from gqref.panels import AUTO_CHECKS, NumpyPanelSums, first_round_counts, interval_panels, parameter_fingerprint, refine
 from gqref.quadrature import gauss_legendre, node_count
 from gqref.refinement import DEFAULT_KRONROD_N, integrate_panels
 from gqref.rules import PAPER_MAX_NODES, STEP_NODES, AdaptiveRule, AutoRule, IntervalRule, Rule, StepRule
@@ -85,7 +85,7 @@ def gq_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy
         return (*gradients, counters)
     t = forward.ts
     counts = first_round_counts(rule, forward.stats.nfe, t)
-    context = (tuple(t.tolist()), forward.ys.shape, params.size, rtol, atol, t_grad, rule)
+    context = (tuple(t.tolist()), forward.ys.shape, parameter_fingerprint(params), rtol, atol, t_grad, rule)
     if AUTO_CHECKS.trusted(field, context, counts):  # a recent check found the paper's nodes ample: reuse it
         *gradients, counters = _interval_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, gtol=rule.C,
                                                   max_nodes=PAPER_MAX_NODES, t_grad=t_grad, counts=counts,

@@ -32,14 +32,17 @@ The algorithm (one round evaluates every pending panel; a twin does it in batche
    ``strict``, raise :class:`gqref.refinement.QuadratureLimitError`. A non-finite integrand raises
    :class:`gqref.errors.NonFiniteFieldError`.
 
-Reuse across calls (:class:`CheckMemory`). Training differentiates the same field thousands of times while it
-changes slowly. When a check passes in its first round with E ≤ 0.1 × its tolerance
-(:data:`gqref.rules.REUSE_MARGIN`), the next ``AutoRule.recheck_every − 1`` calls on the same field, output times,
-shapes and settings evaluate only those Gauß nodes (the paper's rule with the checked counts, at the paper's cost
-or less: those solves start warm) and report ``quadrature_checked = False``; then a full check runs again. A
-check that needed refinement, fewer nodes than were checked, or any change of context means a full check on the
-next call. Measured on g1d and nested spheres at tol 1e-3 (docs/benchmarks.md): a full check costs 1.04–1.55×
-the paper's rule, the default 0.85–1.13×.
+Reuse across calls (:class:`CheckMemory`). When a check passes in its first round with E ≤ 0.1 × its tolerance
+(:data:`gqref.rules.REUSE_MARGIN`), the next ``AutoRule.recheck_every − 1`` calls on the same field with the same
+parameters (unchanged since the check), output times, shapes and settings evaluate only those Gauß nodes (the
+paper's rule with the checked counts, at the paper's cost or less: those solves start warm) and report
+``quadrature_checked = False``; then a full check runs again. The state may differ between them (batches at fixed
+parameters: gradient accumulation, evaluation); the margin covers that. A change of the parameters means a full
+check: in g1d training (Adam, lr 0.01) the paper's nodes went from 5e-7 off at a passed check to 1.7e-3 off
+(tolerance 1e-3) nine optimizer steps later, so a margin does not cover training's changes. A check that needed
+refinement, fewer nodes than were checked, or any change of context also means a full check on the next call.
+Measured on g1d and nested spheres at tol 1e-3 (docs/benchmarks.md): a full check costs 1.04–1.55× the paper's
+rule per step.
 
 The panel logic here (panels, node times, splits, the budget, the driver :func:`refine`) is backend-free and
 shared with gqtorch; only the panel sums and the stop test are per backend (:class:`NumpyPanelSums` here,
@@ -48,6 +51,7 @@ shared with gqtorch; only the panel sums and the stop test are per backend (:cla
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -270,12 +274,20 @@ class NumpyPanelSums:
         return Assessment(True, bool(np.all(error <= target)), scaled.max(axis=1, initial=0.0), worst)
 
 
+def parameter_fingerprint(params: np.ndarray) -> bytes:
+    """The parameters' values, digested: a check is reused only while they stay exactly what it checked."""
+    values = np.ascontiguousarray(params)
+    return hashlib.blake2b(values.dtype.str.encode() + repr(values.shape).encode() + values.tobytes(),
+                           digest_size=16).digest()
+
+
 class CheckMemory:
     """What the auto rule's last check on each field found, so that training need not re-check every call.
 
     Keys are the field objects by identity (held weakly: a field that is garbage-collected is forgotten; one that
     cannot be weakly referenced is checked every call). ``context`` is everything else the check depended on and
-    must match exactly (GQ: the output times, shapes, dtype, tolerances, the rule, whether t is differentiated).
+    must match exactly (GQ: the parameters, unchanged since the check, the output times, shapes, dtype,
+    tolerances, the rule, whether t is differentiated). The state may differ (another batch).
     """
 
     def __init__(self):

@@ -120,12 +120,13 @@ class AutoRule:
       comes with a :class:`~gqref.errors.QuadratureAccuracyWarning` naming the interval and the error reached,
       or, with ``strict=True``, a :class:`gqref.refinement.QuadratureLimitError`.
     - ``C``: the first round's node budget (the paper's constant).
-    - ``recheck_every``: training calls GQ thousands of times on a field that changes slowly. When a check on a
-      field found the paper's nodes accurate with a wide margin (the error ≤ :data:`REUSE_MARGIN` × its
-      tolerance, in the first round), the next ``recheck_every − 1`` calls on the same field, times and shapes
-      use the paper's nodes alone (the paper's cost, less a warm start's saving; ``quadrature_checked`` False, no
-      new estimate); then it checks again. Any other outcome, or a smaller node count, checks every call. 1 checks
-      every call.
+    - ``recheck_every``: when a check on a field found the paper's nodes accurate with a wide margin (the error
+      ≤ :data:`REUSE_MARGIN` × its tolerance, in the first round), the next ``recheck_every − 1`` calls on the
+      same field with the same parameters (not modified since the check: an optimizer step ends the reuse),
+      times and shapes use the paper's nodes alone (the paper's cost, less a warm start's saving;
+      ``quadrature_checked`` False, no new estimate); then it checks again. Any other outcome, or a smaller node
+      count, checks every call. 1 checks every call. Training changes the parameters every step, so there every
+      call is checked (why: :mod:`gqref.panels`).
     - ``warm_start``: see the module's docstring; a reused check's paper-node sweep starts warm too.
     """
 

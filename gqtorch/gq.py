@@ -69,7 +69,7 @@ from gqtorch.backsolve import (
 from gqtorch.controller import BlockRmsNorm
 from gqtorch.dense import DenseOutput, DenseReader, dense_output
 from gqtorch.nodes import node_vjps
-from gqtorch.panels import TorchPanelSums
+from gqtorch.panels import TorchPanelSums, parameter_fingerprint
 from gqtorch.quadrature import gauss_legendre, node_count, reference_rule
 from gqtorch.solve import ADAPTIVE_METHODS, SCIPY_METHODS, FlatField, flat_state, integrate_plan, plan_method
 from gqtorch.steps import Callbacks
@@ -177,7 +177,7 @@ def gq_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, pa
         return dense_backward(setup, ys, dL_dy, params)
     t = setup.t_host
     counts = first_round_counts(rule, setup.stats.nfe_forward, t)
-    context = (tuple(t), tuple(ys.shape), ys.dtype, ys.device, tuple(p.shape for p in params), setup.adjoint_rtol,
+    context = (tuple(t), tuple(ys.shape), ys.dtype, ys.device, parameter_fingerprint(params), setup.adjoint_rtol,
                setup.adjoint_atol, setup.t_grad, rule)
     if AUTO_CHECKS.trusted(setup.func, context, counts):  # a recent check found the paper's nodes ample: reuse it
         setup.stats.quadrature_checked = False

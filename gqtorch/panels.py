@@ -24,6 +24,13 @@ from gqtorch.solve import FlatField
 __all__ = ["TorchPanelSums"]
 
 
+def parameter_fingerprint(params: Sequence[torch.Tensor]) -> tuple:
+    """The parameters by storage and version counter: an optimizer's in-place update (or any other) moves the
+    counter, so the auto rule reuses a check only while they stay what it checked. No host sync, unlike gqref's
+    twin, which digests the values (NumPy arrays have no version counter)."""
+    return tuple((p.data_ptr(), p._version, tuple(p.shape), p.dtype) for p in params)
+
+
 class TorchPanelSums:
     """Panel sums for :func:`gqref.panels.refine`: per panel K_p and D_p = K_p − G_p, each a list with one tensor
     per parameter (in its shape: the gradients as autograd returns them, never flattened or copied) plus, when
