@@ -32,17 +32,18 @@ The algorithm (one round evaluates every pending panel; a twin does it in batche
    ``strict``, raise :class:`gqref.refinement.QuadratureLimitError`. A non-finite integrand raises
    :class:`gqref.errors.NonFiniteFieldError`.
 
-Reuse across calls (:class:`CheckMemory`). When a check passes in its first round with E ≤ 0.1 × its tolerance
-(:data:`gqref.rules.REUSE_MARGIN`), the next ``AutoRule.recheck_every − 1`` calls on the same field with the same
-parameters (unchanged since the check), output times, shapes and settings evaluate only those Gauß nodes (the
-paper's rule with the checked counts, at the paper's cost or less: those solves start warm) and report
-``quadrature_checked = False``; then a full check runs again. The state may differ between them (batches at fixed
-parameters: gradient accumulation, evaluation); the margin covers that. A change of the parameters means a full
-check: in g1d training (Adam, lr 0.01) the paper's nodes went from 5e-7 off at a passed check to 1.7e-3 off
-(tolerance 1e-3) nine optimizer steps later, so a margin does not cover training's changes. A check that needed
-refinement, fewer nodes than were checked, or any change of context also means a full check on the next call.
-Measured on g1d and nested spheres at tol 1e-3 (docs/benchmarks.md): a full check costs 1.04–1.55× the paper's
-rule per step.
+Reuse across calls (:class:`CheckMemory`; opt-in, ``AutoRule(recheck_every=k)`` with k > 1). When a check
+passes in its first round with E ≤ 0.1 × its tolerance (:data:`gqref.rules.REUSE_MARGIN`), the next k − 1 calls on
+the same field with the same parameters (unchanged since the check), output times, shapes and settings evaluate
+only those Gauß nodes (the paper's rule with the checked counts, at the paper's cost or less: those solves start
+warm) and report ``quadrature_checked = False``; then a full check runs again. The state may differ between them
+(batches at fixed parameters: gradient accumulation, evaluation); the margin covers that. A change of the
+parameters means a full check: in g1d training (Adam, lr 0.01) the paper's nodes went from 5e-7 off at a passed
+check to 1.7e-3 off (tolerance 1e-3) nine optimizer steps later, so a margin does not cover training's changes.
+Reuse was the default (k = 10) until that measurement; training never reuses (its parameters change every step),
+so the default is now k = 1. A check that needed refinement, fewer nodes than were checked, or any change of
+context also means a full check on the next call. Measured on g1d and nested spheres at tol 1e-3
+(docs/benchmarks.md): a full check costs 1.04–1.55× the paper's rule per step.
 
 The panel logic here (panels, node times, splits, the budget, the driver :func:`refine`) is backend-free and
 shared with gqtorch; only the panel sums and the stop test are per backend (:class:`NumpyPanelSums` here,

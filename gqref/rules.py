@@ -34,7 +34,8 @@ STEP_NODES = 3  # Gauß–Legendre nodes per backward step (why 3: gqref.gq)
 REFINEMENT_MAX_NODES = 10_000  # error-controlled rules: safety limit on refinement nodes per interval
 ROUNDOFF_ULPS = 100  # a relative tolerance below ROUNDOFF_ULPS·ε of the working dtype cannot be verified
 FIRST_ROUND_MIN_NODES = 2  # AutoRule: Gauß nodes per interval in the first round, at least (gqref.panels)
-RECHECK_EVERY = 10  # AutoRule: calls per check once a check passed with a wide margin
+RECHECK_EVERY = 1  # AutoRule: calls per check once a check passed with a wide margin (1: every call is checked;
+# reuse is opt-in, because a margin did not cover training's changes: gqref.panels)
 REUSE_MARGIN = 0.1  # AutoRule: the margin (error / tolerance) a check must show before its result is reused
 
 
@@ -120,13 +121,14 @@ class AutoRule:
       comes with a :class:`~gqref.errors.QuadratureAccuracyWarning` naming the interval and the error reached,
       or, with ``strict=True``, a :class:`gqref.refinement.QuadratureLimitError`.
     - ``C``: the first round's node budget (the paper's constant).
-    - ``recheck_every``: when a check on a field found the paper's nodes accurate with a wide margin (the error
-      ≤ :data:`REUSE_MARGIN` × its tolerance, in the first round), the next ``recheck_every − 1`` calls on the
-      same field with the same parameters (not modified since the check: an optimizer step ends the reuse),
-      times and shapes use the paper's nodes alone (the paper's cost, less a warm start's saving;
-      ``quadrature_checked`` False, no new estimate); then it checks again. Any other outcome, or a smaller node
-      count, checks every call. 1 checks every call. Training changes the parameters every step, so there every
-      call is checked (why: :mod:`gqref.panels`).
+    - ``recheck_every`` (default 1: every call is checked): with k > 1, when a check on a field found the paper's
+      nodes accurate with a wide margin (the error ≤ :data:`REUSE_MARGIN` × its tolerance, in the first round),
+      the next k − 1 calls on the same field with the same parameters, times and shapes use the paper's nodes
+      alone (the paper's cost, less a warm start's saving; ``quadrature_checked`` False, no new estimate); then it
+      checks again. Any other outcome, or a smaller node count, checks every call. For repeated gradients at
+      fixed parameters (micro-batches, evaluation): an optimizer step ends the reuse, because the parameters must
+      be unchanged (gqtorch tells by each tensor's version counter, so an update written through ``.data``
+      is not seen: keep the default with such updates). Why not by default: :mod:`gqref.panels`.
     - ``warm_start``: see the module's docstring; a reused check's paper-node sweep starts warm too.
     """
 

@@ -56,7 +56,7 @@ def test_bench_gradients_quick_compares_every_method(tmp_path):
         rows = record["methods"]
         assert {r["method"] for r in rows} == {f"{m} ({lib})" for m in ("direct", "adjoint", "seminorm")
                                                for lib in ("gqtorch", "torchdiffeq")} | {
-            "gq (gqtorch)", "gq auto (gqtorch)", "gq auto, checked every call (gqtorch)"}
+            "gq (gqtorch)", "gq auto (gqtorch)", "gq auto, reusing checks (gqtorch)"}
         # every method's gradient is within the solver tolerance (1e-3, amplified by at most a few steps) of direct's
         assert all(r["relative_difference_vs_direct"] < 1e-2 for r in rows)
         assert all(r["median_s"] > 0 for r in rows)

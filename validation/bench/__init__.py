@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="gradients only: skip the peak-memory measurements (one fresh process each)")
     parser.add_argument("--methods", type=lambda s: tuple(s.split(",")), default=None,
                         help="gradients only: comma-separated methods to time (direct, adjoint, seminorm, gq, "
-                             "gq-auto, gq-auto-checked, td-direct, td-adjoint, td-seminorm; gqtorch's direct and "
+                             "gq-auto, gq-auto-reuse, td-direct, td-adjoint, td-seminorm; gqtorch's direct and "
                              "gq always run; default all)")
 
 

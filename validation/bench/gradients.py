@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from gqref.rules import RECHECK_EVERY
 from gqtorch.memory import PeakMemory
 from validation.bench.memory import measure_in_subprocess
 from validation.bench.steps import GTOL, METHOD_KEYS, SEED, TASKS, TOLERANCE, solvers, training_step
@@ -31,10 +30,9 @@ MEMORY_SWEEP = {"task": "nested-spheres", "width": 500, "tolerances": (1e-3, 1e-
 QUICK_MEMORY_SWEEP = {"task": "g1d", "width": 20, "tolerances": (1e-3, 1e-5)}
 REFERENCE = "direct (gqtorch)"
 RATIO_BASE = "gq (gqtorch)"  # the "time / GQ" column's denominator
-# The default GQ checks its nodes on one call in RECHECK_EVERY once a check passed with a wide margin, so a timed
-# sample is a block of that many consecutive training steps, reported per step, for every method alike: a single
-# call would time either a check or a reuse, never the mix that training pays.
-BLOCK = RECHECK_EVERY
+# A timed sample is a block of this many consecutive training steps, reported per step, for every method alike:
+# steadier than one call, and an AutoRule(recheck_every=k ≤ BLOCK) is timed over whole cycles of checks and reuses
+BLOCK = 10
 
 
 
