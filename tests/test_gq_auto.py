@@ -57,10 +57,30 @@ def test_auto_rule_equals_gqref(data, problem):
                      **options)
     assert_twin(ours, ref, t_grad, times=False)
     assert ours[3].quadrature_met is True and ref.diagnostics.quadrature_met is True
-    # same steps, same panels, same nodes: only the summation order differs (VJP sums against per-node rows)
-    for x, y in zip(ours[:3], (ref.dL_dy0, ref.dL_dparams, ref.dL_dt)):
-        if y is not None:
-            assert relative_error(x, y) <= 1e-12
+    # same steps, same panels, same nodes: only the summation order differs (VJP sums against per-node rows), a
+    # few ulps of each gradient's scale; dL/dt's scale is that of the terms it is summed from (_time_gradient_scale)
+    for x, y in zip(ours[:2], (ref.dL_dy0, ref.dL_dparams)):
+        assert relative_error(x, y) <= 1e-12
+    if t_grad:
+        scale = max(np.max(np.abs(ref.dL_dt)), _time_gradient_scale(problem, dl_dy, rtol, atol))
+        assert np.max(np.abs(ours[2] - ref.dL_dt)) <= 1e-12 * scale
+
+
+def _time_gradient_scale(problem, dl_dy, rtol, atol) -> float:
+    """The size of the terms dL/dt is made of. dL/dt_i = f(t_i, y_i)·dL/dy_i (and dL/dt_0 gathers them all), and
+    inside f terms of size |f(t_i, 0)| + |∂f/∂y|·|y_i| (a linear field's |A||y| + |b|) may cancel to far less. The
+    twins' forward states agree to roundoff, not bit for bit (numpy's and torch's arithmetic), so their dL/dt agree
+    to roundoff of this scale, not of dL/dt's own: a drawn linear field with f ≈ 0.007 from O(1) terms gave a
+    relative difference of 1.1e-12 on dL/dt with both twins exact to ~1e-15."""
+    field, params = problem.field, problem.params
+    ys = gqref.solve(field, problem.y0, problem.t, params, rtol=rtol, atol=atol).ys
+    total = 0.0
+    for t_i, y_i, cotangent in zip(problem.t, ys, np.asarray(dl_dy)):
+        y_i = np.ravel(y_i)
+        jacobian = np.array([np.ravel(field.vjp_y(t_i, y_i, params, e)) for e in np.eye(y_i.size)])  # rows: eⱼᵀJ
+        terms = np.abs(np.ravel(field.f(t_i, np.zeros_like(y_i), params))) + np.abs(jacobian) @ np.abs(y_i)
+        total += float(np.abs(np.ravel(cotangent)) @ terms)
+    return total
 
 
 def test_auto_first_round_is_the_papers_nodes_and_its_kronrod_extension():
