@@ -85,8 +85,10 @@ def gq_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy
         return (*gradients, counters)
     t = forward.ts
     counts = first_round_counts(rule, forward.stats.nfe, t)
-    context = (tuple(t.tolist()), forward.ys.shape, parameter_fingerprint(params), rtol, atol, t_grad, rule)
-    if AUTO_CHECKS.trusted(field, context, counts):  # a recent check found the paper's nodes ample: reuse it
+    reuse = rule.recheck_every > 1  # opt-in: the default checks every call, with no memory and no digest to take
+    context = (tuple(t.tolist()), forward.ys.shape, parameter_fingerprint(params), rtol, atol, t_grad, rule) \
+        if reuse else None
+    if reuse and AUTO_CHECKS.trusted(field, context, counts):  # a recent check found the paper's nodes ample: reuse it
         *gradients, counters = _interval_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, gtol=rule.C,
                                                   max_nodes=PAPER_MAX_NODES, t_grad=t_grad, counts=counts,
                                                   warm_start=rule.warm_start)
@@ -94,7 +96,7 @@ def gq_gradient(field: VectorField, forward: Solution, params: np.ndarray, dL_dy
     *gradients, counters = _dense_gradient(field, forward, params, dL_dy, rtol=rtol, atol=atol, t_grad=t_grad,
                                            rule=rule, step_nodes=step_nodes, kronrod_n=kronrod_n, counts=counts)
     done = counters.pop("refinement")
-    if done is not None:
+    if reuse and done is not None:
         AUTO_CHECKS.record(field, context, counts, done, rule.recheck_every)
     return (*gradients, {**counters, "quadrature_checked": True})
 

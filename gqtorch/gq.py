@@ -177,14 +177,15 @@ def gq_backward(setup: BacksolveSetup, ys: torch.Tensor, dL_dy: torch.Tensor, pa
         return dense_backward(setup, ys, dL_dy, params)
     t = setup.t_host
     counts = first_round_counts(rule, setup.stats.nfe_forward, t)
+    reuse = rule.recheck_every > 1  # opt-in: the default checks every call and keeps no memory
     context = (tuple(t), tuple(ys.shape), ys.dtype, ys.device, parameter_fingerprint(params), setup.adjoint_rtol,
-               setup.adjoint_atol, setup.t_grad, rule)
-    if AUTO_CHECKS.trusted(setup.func, context, counts):  # a recent check found the paper's nodes ample: reuse it
+               setup.adjoint_atol, setup.t_grad, rule) if reuse else None
+    if reuse and AUTO_CHECKS.trusted(setup.func, context, counts):  # a recent check found the paper's nodes ample
         setup.stats.quadrature_checked = False
         return interval_backward(setup, ys, dL_dy, params, IntervalRule(C=rule.C, warm_start=rule.warm_start), counts)
     setup.stats.refinement = None
     result = dense_backward(setup, ys, dL_dy, params, counts)
-    if setup.stats.refinement is not None:  # None: nothing to integrate (no parameters, no time gradient)
+    if reuse and setup.stats.refinement is not None:  # None: nothing to integrate (no params, no time gradient)
         AUTO_CHECKS.record(setup.func, context, counts, setup.stats.refinement, rule.recheck_every)
     setup.stats.quadrature_checked = True
     return result

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 import gqtorch
-from gqref import panels
 from gqref.rules import AutoRule, IntervalRule
 from validation.bench.quadrature import relative_error
 from validation.harness.atomic import write_json_atomic
@@ -37,7 +36,7 @@ TOL = 1e-3  # the solver tolerance of the reproduction's g1d runs
 LR = 0.01  # g1d's default learning rate
 FULL = {"width": 100, "steps": 150, "checkpoints": (0, 10, 30, 60, 100, 149)}
 QUICK = {"width": 8, "steps": 4, "checkpoints": (0, 3)}
-RULES = {"paper": IntervalRule(warm_start=True), "kronrod": AutoRule(max_nodes=1), "auto": AutoRule(recheck_every=1)}
+RULES = {"paper": IntervalRule(warm_start=True), "kronrod": AutoRule(max_nodes=1), "auto": AutoRule()}
 
 
 def _gradient(model: G1dModel, solve) -> np.ndarray:
@@ -69,12 +68,13 @@ def checkpoint_errors(model: G1dModel) -> dict:
     return row
 
 
-def _train(config: dict, rule, at_step=None) -> tuple[list[int], G1dModel]:
-    """Train g1d with ``rule`` for the configured steps; ``at_step(step, model)`` runs before each step's update."""
+def _train(config: dict, rule, at_step=None) -> tuple[list, G1dModel]:
+    """Train g1d with ``rule`` for the configured steps; ``at_step(step, model)`` runs before each step's update.
+    Returns each step's solver stats and the model."""
     torch.manual_seed(0)
     model = G1dModel(config["width"])
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    nfe_backward = []
+    steps = []
     for step in range(config["steps"]):
         if at_step is not None:
             at_step(step, model)
@@ -83,31 +83,17 @@ def _train(config: dict, rule, at_step=None) -> tuple[list[int], G1dModel]:
         z0, targets = g1d_data()
         mse(model(z0, _gq(rule, stats)), targets).backward()
         optimizer.step()
-        nfe_backward.append(stats[-1].nfe_backward)
-    return nfe_backward, model
+        steps.append(stats[-1])
+    return steps, model
 
 
 def _count_checks(config: dict) -> dict:
     """Train with the default rule, counting its calls by outcome (reused, checked in one round, refined)."""
-    outcomes = {"reused": 0, "one_round": 0, "refined": 0}
-    memory = panels.AUTO_CHECKS
-    trusted, record = memory.trusted, memory.record
-
-    def counting_trusted(*args, **kwargs):
-        reused = trusted(*args, **kwargs)
-        outcomes["reused"] += reused
-        return reused
-
-    def counting_record(field, context, counts, done, recheck_every):
-        outcomes["one_round" if done.rounds == 1 else "refined"] += 1
-        return record(field, context, counts, done, recheck_every)
-
-    memory.trusted, memory.record = counting_trusted, counting_record
-    try:
-        nfe_backward, _ = _train(config, AutoRule())
-    finally:
-        memory.trusted, memory.record = trusted, record
-    return {**outcomes, "nfe_backward": sum(nfe_backward)}
+    steps, _ = _train(config, AutoRule())
+    reused = sum(not s.quadrature_checked for s in steps)
+    one_round = sum(s.quadrature_checked and s.refinement.rounds == 1 for s in steps)
+    return {"reused": reused, "one_round": one_round, "refined": len(steps) - reused - one_round,
+            "nfe_backward": sum(s.nfe_backward for s in steps)}
 
 
 def format_report(result: dict) -> str:
@@ -135,9 +121,10 @@ def run(repeats: int, quick: bool, out: Path) -> int:
             rows[step] = checkpoint_errors(model)
             print(f"step {step}: {rows[step]}", file=sys.stderr, flush=True)
 
-    paper_nfe, _ = _train(config, IntervalRule(), at_step)
+    paper_steps, _ = _train(config, IntervalRule(), at_step)
     result = {"config": {**config, "tolerance": TOL, "lr": LR}, "checkpoints": rows,
-              "paper_training_nfe_backward": sum(paper_nfe), "default_training": _count_checks(config)}
+              "paper_training_nfe_backward": sum(s.nfe_backward for s in paper_steps),
+              "default_training": _count_checks(config)}
     write_json_atomic(out, result)
     print(format_report(result))
     return 0
